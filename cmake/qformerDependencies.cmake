@@ -1,0 +1,36 @@
+# Finds qformer's header dependencies: Eigen 3.4, xsimd 8, nlohmann_json 3. Shared by the build and by the
+# installed qformerConfig.cmake.
+#
+# Debian's xsimd CMake target asks the linker for -lxtl without finding it; an empty imported xtl target
+# satisfies it. Where the Debian packages are missing (the GPU machine), headers copied into a folder named by
+# QFORMER_VENDOR_DIR (default: <source>/.vendor) with include/eigen3, include/xsimd and include/nlohmann are
+# used instead.
+
+macro(qformer_find_dependencies)
+  if(NOT TARGET xtl)
+    add_library(xtl INTERFACE IMPORTED)
+  endif()
+  if(NOT DEFINED QFORMER_VENDOR_DIR AND DEFINED PROJECT_SOURCE_DIR)
+    set(QFORMER_VENDOR_DIR "${PROJECT_SOURCE_DIR}/.vendor")
+  endif()
+  find_package(Eigen3 3.4 QUIET NO_MODULE)
+  if(NOT TARGET Eigen3::Eigen AND EXISTS "${QFORMER_VENDOR_DIR}/include/eigen3")
+    add_library(Eigen3::Eigen INTERFACE IMPORTED)
+    set_target_properties(Eigen3::Eigen PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${QFORMER_VENDOR_DIR}/include/eigen3")
+  endif()
+  find_package(xsimd 8 QUIET)
+  if(NOT TARGET xsimd AND EXISTS "${QFORMER_VENDOR_DIR}/include/xsimd")
+    add_library(xsimd INTERFACE IMPORTED)
+    set_target_properties(xsimd PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${QFORMER_VENDOR_DIR}/include")
+  endif()
+  find_package(nlohmann_json 3.10 QUIET)
+  if(NOT TARGET nlohmann_json::nlohmann_json AND EXISTS "${QFORMER_VENDOR_DIR}/include/nlohmann")
+    add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)
+    set_target_properties(nlohmann_json::nlohmann_json PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${QFORMER_VENDOR_DIR}/include")
+  endif()
+  foreach(_qformer_target Eigen3::Eigen xsimd nlohmann_json::nlohmann_json)
+    if(NOT TARGET ${_qformer_target})
+      message(FATAL_ERROR "qformer needs ${_qformer_target}: apt-get install libeigen3-dev libxsimd-dev nlohmann-json3-dev")
+    endif()
+  endforeach()
+endmacro()

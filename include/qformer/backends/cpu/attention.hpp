@@ -1,0 +1,41 @@
+#pragma once
+/// \file
+/// CPU multi-head attention: per (batch, head), scores = Q K^T * scale + mask in an arena buffer of
+/// (Lq, Lk) floats, softmax by rows, then P V. The score buffer is reused across heads, so the largest
+/// temporary is one head's (Lq, Lk), never (heads, Lq, Lk).
+
+#include "eigen_maps.hpp"
+#include "elementwise.hpp"
+
+namespace qformer::cpu_detail {
+
+/// q (B, Lq, H*dh), k / v (B, Lk, H*dh), mask (B, 1 | Lq, Lk) additive or empty, out (B, Lq, H*dh).
+template <class T>
+void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T> v, view<const float> mask,
+               index_t heads, float scale, view<T> out) {
+  typename context<cpu>::scope scope(ctx);
+  if constexpr (!std::is_same_v<T, float>) {
+    view<float> of = ctx.alloc<float>(out.shape());
+    attention<float>(ctx, as_float(ctx, q), as_float(ctx, k), as_float(ctx, v), mask, heads, scale, of);
+    store<T>(of, out);
+  } else {
+    const index_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), dh = q.dim(2) / heads;
+    view<float> scores = ctx.alloc<float>({Lq, Lk});
+    auto S = map(scores);
+    for (index_t b = 0; b < B; ++b)
+      for (index_t h = 0; h < heads; ++h) {
+        auto Q = cmap(q.row(b * Lq) + h * dh, Lq, dh, q.row_stride());
+        auto K = cmap(k.row(b * Lk) + h * dh, Lk, dh, k.row_stride());
+        auto V = cmap(v.row(b * Lk) + h * dh, Lk, dh, v.row_stride());
+        S.noalias() = (Q * K.transpose()) * scale;
+        for (index_t i = 0; i < Lq; ++i) {
+          float* s = scores.row(i);
+          if (!mask.empty()) add_row(s, mask.row(b * mask.dim(1) + (mask.dim(1) == 1 ? 0 : i)), Lk, s);
+          softmax_row(s, Lk);
+        }
+        map(out.row(b * Lq) + h * dh, Lq, dh, out.row_stride()).noalias() = S * V;
+      }
+  }
+}
+
+}  // namespace qformer::cpu_detail

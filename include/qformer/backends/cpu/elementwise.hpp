@@ -1,0 +1,97 @@
+#pragma once
+/// \file
+/// CPU row kernels: layer norm, GELU (exact erf), ReLU, residual add, softmax. xsimd for float rows, scalar
+/// conversions for bf16 / fp16 rows (their speed is issue F's business).
+
+#include "../../core/tensor.hpp"
+
+#include <xsimd/xsimd.hpp>
+
+#include <cmath>
+#include <type_traits>
+
+namespace qformer::cpu_detail {
+
+using fbatch = xsimd::batch<float>;
+inline constexpr index_t simd_width = static_cast<index_t>(fbatch::size);
+
+inline float sum_row(const float* x, index_t n) {
+  fbatch acc(0.0f);
+  index_t i = 0;
+  for (; i + simd_width <= n; i += simd_width) acc += fbatch::load_unaligned(x + i);
+  float s = xsimd::hadd(acc);
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
+/// One row of nn.LayerNorm: two passes (mean, then centred variance) for accuracy.
+inline void layer_norm_row(const float* x, const float* w, const float* b, float eps, index_t n, float* y) {
+  const float mean = sum_row(x, n) / float(n);
+  fbatch acc(0.0f);
+  const fbatch m(mean);
+  index_t i = 0;
+  for (; i + simd_width <= n; i += simd_width) {
+    fbatch d = fbatch::load_unaligned(x + i) - m;
+    acc = xsimd::fma(d, d, acc);
+  }
+  float var = xsimd::hadd(acc);
+  for (; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float inv = 1.0f / std::sqrt(var / float(n) + eps);
+  const fbatch vinv(inv);
+  i = 0;
+  for (; i + simd_width <= n; i += simd_width) {
+    fbatch v = (fbatch::load_unaligned(x + i) - m) * vinv;
+    xsimd::fma(v, fbatch::load_unaligned(w + i), fbatch::load_unaligned(b + i)).store_unaligned(y + i);
+  }
+  for (; i < n; ++i) y[i] = (x[i] - mean) * inv * w[i] + b[i];
+}
+
+inline void gelu_erf_row(const float* x, index_t n, float* y) {
+  const fbatch half(0.5f), one(1.0f), rsqrt2(0.70710678118654752440f);
+  index_t i = 0;
+  for (; i + simd_width <= n; i += simd_width) {
+    fbatch v = fbatch::load_unaligned(x + i);
+    (half * v * (one + xsimd::erf(v * rsqrt2))).store_unaligned(y + i);
+  }
+  for (; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752440f));
+}
+
+inline void relu_row(const float* x, index_t n, float* y) {
+  const fbatch zero(0.0f);
+  index_t i = 0;
+  for (; i + simd_width <= n; i += simd_width) xsimd::max(fbatch::load_unaligned(x + i), zero).store_unaligned(y + i);
+  for (; i < n; ++i) y[i] = x[i] > 0 ? x[i] : 0.0f;
+}
+
+inline void add_row(const float* a, const float* b, index_t n, float* y) {
+  index_t i = 0;
+  for (; i + simd_width <= n; i += simd_width)
+    (fbatch::load_unaligned(a + i) + fbatch::load_unaligned(b + i)).store_unaligned(y + i);
+  for (; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+/// In-place softmax of one row: exp(x - max) / sum.
+inline void softmax_row(float* x, index_t n) {
+  index_t i = 0;
+  fbatch vmax(-INFINITY);
+  for (; i + simd_width <= n; i += simd_width) vmax = xsimd::max(vmax, fbatch::load_unaligned(x + i));
+  float mx = -INFINITY;
+  alignas(64) float lanes[fbatch::size];
+  vmax.store_aligned(lanes);
+  for (float l : lanes) mx = std::max(mx, l);
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  const fbatch m(mx);
+  fbatch acc(0.0f);
+  for (i = 0; i + simd_width <= n; i += simd_width) {
+    fbatch e = xsimd::exp(fbatch::load_unaligned(x + i) - m);
+    e.store_unaligned(x + i);
+    acc += e;
+  }
+  float sum = xsimd::hadd(acc);
+  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  const fbatch inv(1.0f / sum);
+  for (i = 0; i + simd_width <= n; i += simd_width) (fbatch::load_unaligned(x + i) * inv).store_unaligned(x + i);
+  for (; i < n; ++i) x[i] *= 1.0f / sum;
+}
+
+}  // namespace qformer::cpu_detail
