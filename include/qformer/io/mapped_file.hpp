@@ -1,0 +1,61 @@
+#pragma once
+/// \file
+/// A read-only memory map of a whole file (POSIX). Weights are read through it and converted tensor by tensor,
+/// so a checkpoint never needs twice its size in RAM.
+
+#include "../core/error.hpp"
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace qformer {
+
+class mapped_file {
+ public:
+  explicit mapped_file(std::string path) : path_(std::move(path)) {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw load_error(path_, std::string("cannot open: ") + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw load_error(path_, "not a regular file");
+    }
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int err = errno;
+        ::close(fd);
+        throw load_error(path_, std::string("cannot map: ") + std::strerror(err));
+      }
+      data_ = static_cast<const std::byte*>(p);
+    }
+    ::close(fd);
+  }
+  mapped_file(const mapped_file&) = delete;
+  mapped_file& operator=(const mapped_file&) = delete;
+  mapped_file(mapped_file&& o) noexcept
+      : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  ~mapped_file() {
+    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+  }
+
+  const std::string& path() const noexcept { return path_; }
+  const std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  std::string path_;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace qformer
