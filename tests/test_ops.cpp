@@ -1,0 +1,144 @@
+// Core types and every op of the CPU backend against the scalar reference ops (ops/reference), per dtype.
+
+#include "test_util.hpp"
+
+#include <qformer/backends/cpu/backend.hpp>
+#include <qformer/ops/ops.hpp>
+#include <qformer/ops/reference/reference.hpp>
+
+using namespace qformer;
+
+namespace {
+
+/// Bound on max|cpu - reference| / max(1, max|reference|) per dtype: fp32 summation order only; bf16 / fp16
+/// one rounding of the result (and, for ops that round intermediates, a few).
+template <class T>
+double tolerance() {
+  if constexpr (std::is_same_v<T, float>) return 2e-5;
+  else if constexpr (std::is_same_v<T, fp16>) return 4e-3;
+  else return 3e-2;
+}
+
+}  // namespace
+
+TEST_CASE("shape and view: slicing, columns, reshape, const conversion") {
+  float data[2 * 3 * 4];
+  for (int i = 0; i < 24; ++i) data[i] = float(i);
+  view<float> v(data, {2, 3, 4});
+  CHECK(v.rows() == 6);
+  CHECK(v.cols() == 4);
+  CHECK(v[1].shape() == shape{3, 4});
+  CHECK(v[1].row(0)[0] == 12.0f);
+  CHECK(v[1].slice(1, 2).row(0)[0] == 16.0f);
+  view<float> c = v.columns(1, 2);
+  CHECK(c.shape() == shape{2, 3, 2});
+  CHECK(c.row_stride() == 4);
+  CHECK(c.row(5)[1] == 22.0f);
+  CHECK_FALSE(c.contiguous());
+  CHECK_THROWS_AS(c.reshape({12}), shape_error);
+  CHECK(v.reshape({6, 4}).row(5)[3] == 23.0f);
+  view<const float> read_only = v;
+  CHECK(read_only.data() == v.data());
+  CHECK_THROWS_AS(v.columns(3, 2), shape_error);
+  CHECK_THROWS_AS(v[2], shape_error);
+  CHECK_THROWS_AS((shape{1, 2, 3, 4, 5}), shape_error);
+  CHECK_THROWS_AS((shape{-1}), shape_error);
+}
+
+TEST_CASE("workspace arena: scopes are LIFO and a repeated pass allocates nothing") {
+  context<cpu> ctx;
+  auto pass = [&] {
+    typename context<cpu>::scope outer(ctx);
+    view<float> a = ctx.alloc<float>({1000, 1000});  // 4 MB: more than the first block
+    std::fill_n(a.data(), a.numel(), 1.0f);
+    {
+      typename context<cpu>::scope inner(ctx);
+      view<float> b = ctx.alloc<float>({300, 1000});
+      std::fill_n(b.data(), b.numel(), 2.0f);
+    }
+    view<float> c = ctx.alloc<float>({500, 1000});  // reuses b's memory, never a's
+    std::fill_n(c.data(), c.numel(), 3.0f);
+    CHECK(std::all_of(a.data(), a.data() + a.numel(), [](float x) { return x == 1.0f; }));
+  };
+  pass();
+  const std::size_t after_first = ctx.arena().device_allocations();
+  pass();
+  pass();
+  CHECK(ctx.arena().device_allocations() == after_first);
+}
+
+TEST_CASE_TEMPLATE("linear matches the reference, including strided input and no bias", T, float, fp16, bf16) {
+  context<cpu> ctx;
+  const index_t N = 7, in = 37, out = 19;  // non-square, not multiples of the SIMD width
+  tensor<T> x = test::random_tensor<T>({N, 2 * in}, 1), w = test::random_tensor<T>({out, in}, 2),
+            b = test::random_tensor<T>({out}, 3);
+  view<const T> xs = x.get().columns(5, in);  // row stride 2*in
+  for (bool with_bias : {true, false}) {
+    tensor<T> want({N, out}), got({N, out});
+    view<const T> bias = with_bias ? b.get() : view<const T>();
+    reference::linear<T>(xs, w.get(), bias, want.mut());
+    ops::linear<T, cpu>(ctx, xs, w.get(), bias, got.mut());
+    CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  }
+  tensor<T> wrong({N, out + 1});
+  CHECK_THROWS_AS((ops::linear<T, cpu>(ctx, xs, w.get(), b.get(), wrong.mut())), shape_error);
+}
+
+TEST_CASE_TEMPLATE("layer_norm matches the reference (and works in place)", T, float, fp16, bf16) {
+  context<cpu> ctx;
+  tensor<T> x = test::random_tensor<T>({5, 3, 45}, 4), w = test::random_tensor<T>({45}, 5), b = test::random_tensor<T>({45}, 6);
+  tensor<T> want(x.shape()), got(x.shape());
+  reference::layer_norm<T>(x.get(), w.get(), b.get(), 1e-6f, want.mut());
+  ops::layer_norm<T, cpu>(ctx, x.get(), w.get(), b.get(), 1e-6f, got.mut());
+  CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  ops::layer_norm<T, cpu>(ctx, x.get(), w.get(), b.get(), 1e-6f, x.mut());
+  CHECK(test::relative_max_diff(x.get(), want.get()) <= tolerance<T>());
+  CHECK_THROWS_AS((ops::layer_norm<T, cpu>(ctx, x.get(), b.get().reshape({45}).columns(0, 44), b.get(), 1e-6f, got.mut())), shape_error);
+}
+
+TEST_CASE_TEMPLATE("gelu_erf, relu and add match the reference", T, float, fp16, bf16) {
+  context<cpu> ctx;
+  tensor<T> x = test::random_tensor<T>({9, 33}, 7), y = test::random_tensor<T>({9, 33}, 8);
+  for (T* p = x.data(); p != x.data() + x.numel(); ++p) *p = from_float<T>(4.0f * to_float(*p));  // cover [-4, 4]
+  tensor<T> want(x.shape()), got(x.shape());
+  reference::gelu_erf<T>(x.get(), want.mut());
+  ops::gelu_erf<T, cpu>(ctx, x.get(), got.mut());
+  CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  reference::relu<T>(x.get(), want.mut());
+  ops::relu<T, cpu>(ctx, x.get(), got.mut());
+  CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  reference::add<T>(x.get(), y.get(), want.mut());
+  ops::add<T, cpu>(ctx, x.get(), y.get(), got.mut());
+  CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+}
+
+TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks per key and per query", T, float, fp16, bf16) {
+  context<cpu> ctx;
+  const index_t B = 2, Lq = 5, Lk = 7, H = 3, dh = 6, C = H * dh;
+  tensor<T> qkv = test::random_tensor<T>({B, Lq, 3 * C}, 9);  // q from a fused projection (row stride 3C)
+  tensor<T> kv = test::random_tensor<T>({B, Lk, 2 * C}, 10);
+  view<const T> q = qkv.get().columns(0, C), k = kv.get().columns(0, C), v = kv.get().columns(C, C);
+  tensor<float> key_mask({B, 1, Lk}), full_mask({B, Lq, Lk});
+  for (index_t i = 0; i < key_mask.numel(); ++i) key_mask.data()[i] = (i % 3 == 2) ? -10000.0f : 0.0f;
+  for (index_t i = 0; i < full_mask.numel(); ++i) full_mask.data()[i] = (i % 4 == 1) ? -3.4e38f : 0.25f;
+  for (view<const float> mask : {view<const float>(), key_mask.get(), full_mask.get()}) {
+    tensor<T> want({B, Lq, C}), got({B, Lq, C});
+    reference::attention<T>(q, k, v, mask, H, 0.4f, want.mut());
+    ops::attention<T, cpu>(ctx, q, k, v, mask, H, 0.4f, got.mut());
+    CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  }
+  tensor<T> out({B, Lq, C});
+  CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, {}, 4, 1.0f, out.mut())), shape_error);
+  CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, full_mask.get().slice(0, 1), H, 1.0f, out.mut())), shape_error);
+}
+
+TEST_CASE_TEMPLATE("patchify matches the reference", T, float, bf16) {
+  context<cpu> ctx;
+  tensor<float> pixels = test::random_tensor<float>({2, 3, 12, 8}, 11);
+  tensor<T> want({2, 6, 3 * 16}), got({2, 6, 3 * 16});
+  reference::patchify<T>(pixels.get(), 4, want.mut());
+  ops::patchify<T, cpu>(ctx, pixels.get(), 4, got.mut());
+  CHECK(test::relative_max_diff(got.get(), want.get()) == 0.0);
+  tensor<T> bad({2, 6, 3 * 9});
+  CHECK_THROWS_AS((ops::patchify<T, cpu>(ctx, pixels.get(), 3, bad.mut())), shape_error);
+}

@@ -1,0 +1,175 @@
+// The qformer command-line program.
+//
+//   qformer --help
+//   qformer inspect --model DIR
+//   qformer dump --model DIR --inputs IN.safetensors --out OUT.safetensors [--new-tokens N] [--dtype f32|bf16|f16]
+//
+// `dump`'s contract is fixed: tests and users verify conversions with it. It reads pixel_values (F32 [B,3,H,W])
+// and writes, under the names of the reference folders, every tensor the model supports.
+
+#include <qformer/qformer.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char* usage_text = R"(qformer — BLIP-2 and the Q-Former in C++
+
+usage:
+  qformer inspect --model DIR
+      Config summary, tensor count, bytes and dtypes of a Hub-style BLIP-2 folder.
+  qformer dump --model DIR --inputs IN.safetensors --out OUT.safetensors [--new-tokens N] [--dtype f32|bf16|f16]
+      Runs the model on the inputs (pixel_values F32 [B,3,H,W]) and writes every tensor it supports, as F32:
+      vision_last_hidden_state, vision_pooler_output, qformer_last_hidden_state, language_projection.
+      (--new-tokens is accepted for the language-model outputs, which arrive with the language models.)
+  qformer --help | --version
+
+Errors print one line on stderr and exit with status 1 (2 for a bad command line).
+)";
+
+/// Command-line usage mistakes (exit status 2).
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// "--name value" pairs after the subcommand.
+std::map<std::string, std::string> parse_options(int argc, char** argv, int first, const std::vector<std::string>& known) {
+  std::map<std::string, std::string> out;
+  for (int i = first; i < argc; ++i) {
+    std::string key = argv[i];
+    if (key.rfind("--", 0) != 0) throw usage_error("unexpected argument '" + key + "'");
+    key = key.substr(2);
+    if (std::find(known.begin(), known.end(), key) == known.end()) throw usage_error("unknown option '--" + key + "'");
+    if (i + 1 >= argc) throw usage_error("option '--" + key + "' needs a value");
+    out[key] = argv[++i];
+  }
+  return out;
+}
+
+std::string required(const std::map<std::string, std::string>& opts, const std::string& key) {
+  auto it = opts.find(key);
+  if (it == opts.end()) throw usage_error("missing --" + key);
+  return it->second;
+}
+
+int inspect(const std::map<std::string, std::string>& opts) {
+  using namespace qformer;
+  const std::string dir = required(opts, "model");
+  const Blip2Config c = load_blip2_config(dir);
+  checkpoint ckpt(dir);
+  std::map<std::string, std::pair<std::size_t, std::size_t>> by_dtype;  // dtype -> (tensors, bytes)
+  std::size_t bytes = 0;
+  for (const auto& name : ckpt.names()) {
+    const tensor_entry& e = ckpt.entry(name);
+    auto& [n, b] = by_dtype[std::string(dtype_name(e.type))];
+    ++n;
+    b += e.end - e.begin;
+    bytes += e.end - e.begin;
+  }
+  std::printf("model: %s\n", dir.c_str());
+  std::printf("architecture: %s\n", c.architecture.empty() ? "(unset)" : c.architecture.c_str());
+  std::printf("vision: %lld layers, hidden %lld, heads %lld, mlp %lld, image %lld px, patch %lld, eps %g\n",
+              (long long)c.vision.num_hidden_layers, (long long)c.vision.hidden_size, (long long)c.vision.num_attention_heads,
+              (long long)c.vision.intermediate_size, (long long)c.vision.image_size, (long long)c.vision.patch_size,
+              double(c.vision.layer_norm_eps));
+  std::printf("qformer: %lld layers, hidden %lld, heads %lld, ffn %lld, cross-attention every %lld, %lld queries, text input %s\n",
+              (long long)c.qformer.num_hidden_layers, (long long)c.qformer.hidden_size, (long long)c.qformer.num_attention_heads,
+              (long long)c.qformer.intermediate_size, (long long)c.qformer.cross_attention_frequency,
+              (long long)c.num_query_tokens, c.qformer.use_qformer_text_input ? "yes" : "no");
+  std::printf("language model: %s, hidden %lld%s\n", c.text.model_type.c_str(), (long long)c.text.hidden_size,
+              c.image_token_index ? (", image token " + std::to_string(*c.image_token_index)).c_str() : "");
+  std::printf("files: %zu\n", ckpt.files().size());
+  std::printf("tensors: %zu, %zu bytes (%.2f MiB)\n", ckpt.names().size(), bytes, double(bytes) / (1 << 20));
+  for (const auto& [dt, nb] : by_dtype) std::printf("  %s: %zu tensors, %zu bytes\n", dt.c_str(), nb.first, nb.second);
+  return 0;
+}
+
+template <class T>
+int dump_as(const std::string& dir, const std::string& inputs_path, const std::string& out_path) {
+  using namespace qformer;
+  std::vector<std::string> unused;
+  const Blip2<T> model = Blip2<T>::from_pretrained(dir, &unused);
+  const safetensors_file inputs(inputs_path);
+  const tensor_entry* px = inputs.find("pixel_values");
+  if (!px) throw load_error(inputs_path, "tensor 'pixel_values' is missing");
+  if (px->dims.rank() != 4) throw shape_error(inputs_path + ": tensor 'pixel_values' has shape " + px->dims.str() + ", expected [B, 3, H, W]");
+  const tensor<float> pixels = inputs.load<float>("pixel_values");
+
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  const image_features<T, cpu> f = model.encode_image(ctx, pixels.get());
+
+  std::vector<tensor<float>> keep;  // F32 copies of the outputs, alive until written
+  std::vector<tensor_record> records;
+  auto add = [&](const char* name, view<T> v) {
+    if (v.empty()) return;
+    tensor<float> t(v.shape());
+    for (index_t r = 0; r < v.rows(); ++r)
+      for (index_t c = 0; c < v.cols(); ++c) t.data()[r * v.cols() + c] = to_float(v.row(r)[c]);
+    records.push_back({name, dtype::f32, t.shape(), t.data()});
+    keep.push_back(std::move(t));
+  };
+  add("vision_last_hidden_state", f.vision_last_hidden_state);
+  add("vision_pooler_output", f.vision_pooler_output);
+  add("qformer_last_hidden_state", f.qformer_last_hidden_state);
+  add("language_projection", f.language_projection);
+  write_safetensors(out_path, records);
+  std::fprintf(stderr, "qformer dump: wrote %zu tensors to %s\n", records.size(), out_path.c_str());
+  if (!unused.empty())
+    std::fprintf(stderr, "qformer dump: %zu checkpoint tensors not used by the image path (first: %s)\n", unused.size(),
+                 unused.front().c_str());
+  return 0;
+}
+
+int dump(const std::map<std::string, std::string>& opts) {
+  const std::string dir = required(opts, "model"), in = required(opts, "inputs"), out = required(opts, "out");
+  if (opts.count("new-tokens")) {
+    const std::string& n = opts.at("new-tokens");
+    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || n.size() > 6)
+      throw usage_error("--new-tokens must be a non-negative integer, got '" + n + "'");
+  }
+  const std::string dt = opts.count("dtype") ? opts.at("dtype") : "f32";
+  if (dt == "f32") return dump_as<float>(dir, in, out);
+  if (dt == "bf16") return dump_as<qformer::bf16>(dir, in, out);
+  if (dt == "f16") return dump_as<qformer::fp16>(dir, in, out);
+  throw usage_error("--dtype must be f32, bf16 or f16, got '" + dt + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 2) {
+      std::fputs(usage_text, stderr);
+      return 2;
+    }
+    const std::string cmd = argv[1];
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+      std::fputs(usage_text, stdout);
+      return 0;
+    }
+    if (cmd == "--version") {
+      std::printf("qformer %d.%d.%d\n", QFORMER_VERSION_MAJOR, QFORMER_VERSION_MINOR, QFORMER_VERSION_PATCH);
+      return 0;
+    }
+    if (cmd == "inspect") return inspect(parse_options(argc, argv, 2, {"model"}));
+    if (cmd == "dump") return dump(parse_options(argc, argv, 2, {"model", "inputs", "out", "new-tokens", "dtype"}));
+    throw usage_error("unknown command '" + cmd + "' (try qformer --help)");
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "qformer: %s\n", e.what());
+    return 2;
+  } catch (const qformer::error& e) {
+    std::fprintf(stderr, "qformer: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "qformer: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qformer: error: %s\n", e.what());
+    return 1;
+  }
+}
