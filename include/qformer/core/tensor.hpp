@@ -121,6 +121,13 @@ class view {
     index_t rows_per_entry = shape_.rows() / (shape_[0] ? shape_[0] : 1);
     return view(data_ + begin * rows_per_entry * row_stride_, s, row_stride_);
   }
+  /// The same rows with a leading dimension of 1 added: (..., C) -> (1, ..., C). Keeps the row stride.
+  view unsqueeze() const {
+    if (rank() == max_rank) throw shape_error("view::unsqueeze: rank 4 already");
+    qformer::shape s{1};
+    for (int d = 0; d < rank(); ++d) s.push_back(shape_[d]);
+    return view(data_, s, row_stride_);
+  }
   /// Entry i of the outermost dimension, one rank lower.
   view operator[](index_t i) const {
     if (rank() < 2 || i < 0 || i >= shape_[0]) throw shape_error("view[]: index out of range on " + shape_.str());
@@ -157,7 +164,7 @@ class tensor {
   const qformer::shape& shape() const noexcept { return shape_; }
   index_t numel() const noexcept { return shape_.numel(); }
   std::size_t size_bytes() const noexcept { return static_cast<std::size_t>(numel()) * sizeof(T); }
-  bool empty() const noexcept { return numel() == 0; }
+  bool empty() const noexcept { return !data_; }
 
   view<T, D> mut() noexcept { return view<T, D>(data(), shape_); }
   view<const T, D> get() const noexcept { return view<const T, D>(data(), shape_); }

@@ -4,10 +4,13 @@
 ///   pixels -> VisionEncoder -> QFormer (queries cross-attend to all image tokens) -> language_projection.
 /// The language models (OPT, Flan-T5) and generation come on top of this (issue B).
 
+#include "../generate/search.hpp"
 #include "../io/checkpoint.hpp"
 #include "../layers/linear.hpp"
 #include "config.hpp"
+#include "opt.hpp"
 #include "qformer.hpp"
+#include "t5.hpp"
 #include "vision_encoder.hpp"
 
 #include <string>
@@ -28,7 +31,14 @@ template <class T, class D = cpu>
 class Blip2 {
  public:
   explicit Blip2(const Blip2Config& c)
-      : cfg_(c), vision_(c.vision), qformer_(c.qformer, c.num_query_tokens), projection_(c.qformer.hidden_size, c.text.hidden_size) {}
+      : cfg_(c), vision_(c.vision), qformer_(c.qformer, c.num_query_tokens), projection_(c.qformer.hidden_size, c.text.hidden_size) {
+    if (has_language_projection() && c.text.model_type == "opt") {
+      if (c.text.opt.word_embed_proj_dim != c.text.opt.hidden_size)
+        throw config_error("config.json", "text_config.word_embed_proj_dim", "BLIP-2 needs it equal to hidden_size");
+      opt_.emplace(c.text.opt);
+    }
+    if (has_language_projection() && c.text.model_type == "t5") t5_.emplace(c.text.t5);
+  }
 
   /// Reads config.json and the weights of a Hub folder. `unused`, when given, receives the checkpoint tensors
   /// this model did not read (the language model's, until issue B loads them).
@@ -52,6 +62,70 @@ class Blip2 {
     vision_.load(root / "vision_model");
     qformer_.load(root, root / "qformer");
     if (has_language_projection()) projection_.load(root / "language_projection");
+    if (opt_) opt_->load(root / "language_model");
+    if (t5_) t5_->load(root / "language_model");
+  }
+
+  const OPTForCausalLM<T, D>* opt() const noexcept { return opt_ ? &*opt_ : nullptr; }
+  const T5ForConditionalGeneration<T, D>* t5() const noexcept { return t5_ ? &*t5_ : nullptr; }
+
+  /// The language model's input in the original BLIP-2 order: embeds (B, Q + T, C) = [projected queries;
+  /// embed(prompt ids)] and mask (B, Q + T) = [ones; prompt mask].
+  std::pair<view<T, D>, std::vector<std::int64_t>> prepend_queries(context<D>& ctx, view<const T, D> projected,
+                                                                    const token_batch& prompt) const {
+    prompt.validate();
+    const index_t B = projected.dim(0), Q = projected.dim(1), C = projected.dim(2), L = Q + prompt.length;
+    if (prompt.batch != B) throw shape_error("prompt batch " + std::to_string(prompt.batch) + " != image batch " + std::to_string(B));
+    view<T, D> embeds = ctx.template alloc<T>({B, L, C});
+    std::vector<std::int64_t> mask(static_cast<std::size_t>(B * L), 1);
+    for (index_t b = 0; b < B; ++b) {
+      ops::copy<T, D>(ctx, projected[b], embeds[b].slice(0, Q));
+      if (prompt.length > 0) {
+        typename context<D>::scope scope(ctx);
+        ops::copy<T, D>(ctx, embed_tokens(ctx, prompt.row(b)), embeds[b].slice(Q, prompt.length));
+      }
+      std::copy_n(prompt.mask.begin() + b * prompt.length, prompt.length, mask.begin() + b * L + Q);
+    }
+    return {embeds, std::move(mask)};
+  }
+
+  /// OPT: logits (B, Q + T, V) of every position of [queries; prompt].
+  /// T5: logits (B, 1, V) of the decoder's first step (from decoder_start_token_id) with [queries; prompt] encoded.
+  view<float, D> lm_logits(context<D>& ctx, view<const T, D> projected, const token_batch& prompt) const {
+    auto [embeds, mask] = prepend_queries(ctx, projected, prompt);
+    const index_t B = embeds.dim(0);
+    if (t5_) {
+      T5Session<T, D> session(ctx, *t5_, t5_->encode(ctx, embeds, mask), mask, 1);
+      const std::vector<std::int64_t> start(static_cast<std::size_t>(B), t5_->config().decoder_start_token_id);
+      return session.step(ctx, start).reshape({B, 1, t5_->vocab_size()});
+    }
+    OPTSession<T, D> session(opt_model(), B, embeds.dim(1));
+    view<T, D> hidden = session.prefill(ctx, embeds, mask);
+    return opt_model().logits(ctx, hidden.reshape({hidden.rows(), hidden.cols()})).reshape({B, embeds.dim(1), opt_model().vocab_size()});
+  }
+
+  /// Generates after [queries; prompt]: OPT continues the sequence, T5 decodes from decoder_start_token_id with
+  /// it encoded. Returns the new tokens only.
+  generation_result generate(context<D>& ctx, view<const T, D> projected, const token_batch& prompt,
+                             const generation_options& options) const {
+    options.validate();
+    typename context<D>::scope scope(ctx);
+    auto [embeds, mask] = prepend_queries(ctx, projected, prompt);
+    const index_t B = embeds.dim(0);
+    if (t5_) {
+      T5Session<T, D> session(ctx, *t5_, t5_->encode(ctx, embeds, mask), mask, options.max_new_tokens + 1);
+      const std::int64_t start_id = t5_->config().decoder_start_token_id;
+      const std::vector<std::int64_t> start(static_cast<std::size_t>(B), start_id);
+      view<float, D> first = session.step(ctx, start);
+      return qformer::generate(ctx, session, first, std::vector<std::vector<std::int64_t>>(static_cast<std::size_t>(B), {start_id}), options);
+    }
+    OPTSession<T, D> session(opt_model(), B, embeds.dim(1) + options.max_new_tokens);
+    view<float, D> first = session.last_logits(ctx, session.prefill(ctx, embeds, mask));
+    std::vector<std::vector<std::int64_t>> history(static_cast<std::size_t>(B));
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < prompt.length; ++t)
+        if (prompt.mask[b * prompt.length + t]) history[b].push_back(prompt.ids[b * prompt.length + t]);
+    return qformer::generate(ctx, session, first, history, options);
   }
 
   /// pixels (B, C_img, H, W) float, already preprocessed -> every image-path tensor.
@@ -69,6 +143,18 @@ class Blip2 {
   VisionEncoder<T, D> vision_;
   QFormer<T, D> qformer_;
   Linear<T, D> projection_;
+  std::optional<OPTForCausalLM<T, D>> opt_;
+
+  std::optional<T5ForConditionalGeneration<T, D>> t5_;
+
+  const OPTForCausalLM<T, D>& opt_model() const {
+    if (!opt_) throw invalid_argument("this model has no language model (architecture '" + cfg_.architecture + "')");
+    return *opt_;
+  }
+  /// The language model's token embeddings.
+  view<T, D> embed_tokens(context<D>& ctx, std::span<const std::int64_t> ids) const {
+    return t5_ ? t5_->embed(ctx, ids) : opt_model().embed(ctx, ids);
+  }
 };
 
 }  // namespace qformer

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -52,10 +53,54 @@ struct QFormerConfig {
   bool has_cross_attention(index_t layer) const { return layer % cross_attention_frequency == 0; }
 };
 
-/// The language model's configuration, as much as the image path needs (its width). Issue B extends it.
+/// OPTConfig (transformers' defaults; BLIP-2 OPT checkpoints override width, depth and vocabulary).
+struct OPTConfig {
+  index_t vocab_size = 50272;
+  index_t hidden_size = 768;
+  index_t num_hidden_layers = 12;
+  index_t ffn_dim = 3072;
+  index_t num_attention_heads = 12;
+  index_t max_position_embeddings = 2048;
+  index_t word_embed_proj_dim = 768;  // = hidden_size unless given; project_in / project_out exist when it differs
+  bool do_layer_norm_before = true;   // pre-LN (post-LN only in OPT-350m)
+  bool remove_final_layer_norm = false;
+  bool enable_bias = true;
+  bool layer_norm_elementwise_affine = true;
+  bool tie_word_embeddings = true;
+  std::string activation_function = "relu";
+  std::int64_t bos_token_id = 2, eos_token_id = 2, pad_token_id = 1;
+
+  index_t head_dim() const { return hidden_size / num_attention_heads; }
+  bool has_final_layer_norm() const { return do_layer_norm_before && !remove_final_layer_norm; }
+};
+
+/// T5Config as Flan-T5 in BLIP-2 uses it (gated GELU, exact erf per `dense_act_fn`).
+struct T5Config {
+  index_t vocab_size = 32128;
+  index_t d_model = 512;
+  index_t d_kv = 64;
+  index_t d_ff = 2048;
+  index_t num_layers = 6;
+  index_t num_decoder_layers = 6;
+  index_t num_heads = 8;
+  index_t relative_attention_num_buckets = 32;
+  index_t relative_attention_max_distance = 128;
+  float layer_norm_epsilon = 1e-6f;
+  bool is_gated_act = false;
+  std::string dense_act_fn = "relu";  // "gelu" (exact), "gelu_new" (tanh form) or "relu"
+  bool tie_word_embeddings = true;
+  bool scale_decoder_outputs = true;  // d_model^-0.5 before a tied head (transformers 5's name for that rule)
+  std::int64_t decoder_start_token_id = 0, eos_token_id = 1, pad_token_id = 0;
+
+  index_t inner_dim() const { return num_heads * d_kv; }
+};
+
+/// The language model's configuration: which kind, its width, and the kind's own fields.
 struct TextConfig {
   std::string model_type = "opt";  // "opt" or "t5"
-  index_t hidden_size = 768;       // OPT hidden_size (default 768) / T5 d_model (default 512)
+  index_t hidden_size = 768;       // OPT hidden_size / T5 d_model: the width language_projection produces
+  OPTConfig opt;
+  T5Config t5;
 };
 
 /// Blip2Config: the three towers plus the glue.
@@ -191,13 +236,68 @@ inline QFormerConfig parse_qformer_config(const json_fields& f) {
   return c;
 }
 
+inline OPTConfig parse_opt_config(const json_fields& f) {
+  OPTConfig c;
+  c.vocab_size = f.integer("vocab_size", c.vocab_size, 1, 1 << 24);
+  c.hidden_size = f.integer("hidden_size", c.hidden_size, 1, max_width);
+  c.num_hidden_layers = f.integer("num_hidden_layers", c.num_hidden_layers, 0, max_layers);
+  c.ffn_dim = f.integer("ffn_dim", c.ffn_dim, 1, 8 * max_width);
+  c.num_attention_heads = f.integer("num_attention_heads", c.num_attention_heads, 1, c.hidden_size);
+  c.max_position_embeddings = f.integer("max_position_embeddings", c.max_position_embeddings, 1, max_tokens);
+  c.word_embed_proj_dim = f.integer("word_embed_proj_dim", c.hidden_size, 1, max_width);
+  c.do_layer_norm_before = f.boolean("do_layer_norm_before", c.do_layer_norm_before);
+  c.remove_final_layer_norm = f.boolean("_remove_final_layer_norm", c.remove_final_layer_norm);
+  c.enable_bias = f.boolean("enable_bias", c.enable_bias);
+  c.layer_norm_elementwise_affine = f.boolean("layer_norm_elementwise_affine", c.layer_norm_elementwise_affine);
+  c.tie_word_embeddings = f.boolean("tie_word_embeddings", c.tie_word_embeddings);
+  c.activation_function = f.string("activation_function", c.activation_function);
+  c.bos_token_id = f.integer("bos_token_id", c.bos_token_id, 0, c.vocab_size - 1);
+  c.eos_token_id = f.integer("eos_token_id", c.eos_token_id, 0, c.vocab_size - 1);
+  c.pad_token_id = f.integer("pad_token_id", c.pad_token_id, 0, c.vocab_size - 1);
+  require_divides(f, "num_attention_heads", c.num_attention_heads, c.hidden_size);
+  if (c.activation_function != "relu" && c.activation_function != "gelu")
+    f.fail("activation_function", "'" + c.activation_function + "' is not supported (\"relu\" or \"gelu\")");
+  if (!c.enable_bias) f.fail("enable_bias", "bias-free OPT is not supported");
+  if (!c.layer_norm_elementwise_affine) f.fail("layer_norm_elementwise_affine", "non-affine layer norms are not supported");
+  return c;
+}
+
+inline T5Config parse_t5_config(const json_fields& f) {
+  T5Config c;
+  c.vocab_size = f.integer("vocab_size", c.vocab_size, 1, 1 << 24);
+  c.d_model = f.integer("d_model", c.d_model, 1, max_width);
+  c.d_kv = f.integer("d_kv", c.d_kv, 1, max_width);
+  c.d_ff = f.integer("d_ff", c.d_ff, 1, 8 * max_width);
+  c.num_layers = f.integer("num_layers", c.num_layers, 0, max_layers);
+  c.num_decoder_layers = f.integer("num_decoder_layers", c.num_layers, 0, max_layers);
+  c.num_heads = f.integer("num_heads", c.num_heads, 1, max_width);
+  c.relative_attention_num_buckets = f.integer("relative_attention_num_buckets", c.relative_attention_num_buckets, 2, 4096);
+  c.relative_attention_max_distance = f.integer("relative_attention_max_distance", c.relative_attention_max_distance, 1, max_tokens);
+  c.layer_norm_epsilon = f.number("layer_norm_epsilon", c.layer_norm_epsilon, 0.0, 1.0);
+  // feed_forward_proj "gated-gelu" / "relu"; dense_act_fn, when present, names the activation itself.
+  const std::string proj = f.string("feed_forward_proj", "relu");
+  c.is_gated_act = proj.rfind("gated-", 0) == 0;
+  const std::string derived = c.is_gated_act ? proj.substr(6) : proj;
+  c.dense_act_fn = f.string("dense_act_fn", derived == "gelu" ? "gelu_new" : derived);
+  if (c.dense_act_fn != "gelu" && c.dense_act_fn != "gelu_new" && c.dense_act_fn != "relu")
+    f.fail("dense_act_fn", "'" + c.dense_act_fn + "' is not supported (\"gelu\", \"gelu_new\" or \"relu\")");
+  c.tie_word_embeddings = f.boolean("tie_word_embeddings", c.tie_word_embeddings);
+  c.scale_decoder_outputs = f.boolean("scale_decoder_outputs", c.tie_word_embeddings);
+  c.decoder_start_token_id = f.integer("decoder_start_token_id", c.decoder_start_token_id, 0, c.vocab_size - 1);
+  c.eos_token_id = f.integer("eos_token_id", c.eos_token_id, 0, c.vocab_size - 1);
+  c.pad_token_id = f.integer("pad_token_id", c.pad_token_id, 0, c.vocab_size - 1);
+  return c;
+}
+
 inline TextConfig parse_text_config(const json_fields& f) {
   TextConfig c;
   c.model_type = f.string("model_type", c.model_type);
   if (c.model_type == "opt") {
-    c.hidden_size = f.integer("hidden_size", 768, 1, max_width);
+    c.opt = parse_opt_config(f);
+    c.hidden_size = c.opt.hidden_size;
   } else if (c.model_type == "t5") {
-    c.hidden_size = f.integer("d_model", 512, 1, max_width);
+    c.t5 = parse_t5_config(f);
+    c.hidden_size = c.t5.d_model;
   } else {
     f.fail("model_type", "unknown language model type '" + c.model_type + "' (supported: \"opt\", \"t5\")");
   }

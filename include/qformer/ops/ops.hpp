@@ -8,6 +8,8 @@
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <type_traits>
 
@@ -57,6 +59,37 @@ void gelu_erf(context<D>& ctx, in<T, D> x, view<T, D> y) {
   backend<D>::template gelu_erf<T>(ctx, x, y);
 }
 
+/// T5LayerNorm (RMSNorm): y = w * x / sqrt(mean(x^2) + eps) over the last dimension, no mean, no bias.
+/// y may alias x.
+template <class T, class D>
+void rms_norm(context<D>& ctx, in<T, D> x, in<T, D> w, float eps, view<T, D> y) {
+  detail::same_matrix("rms_norm", x.shape(), y.shape());
+  if (w.numel() != x.cols()) detail::fail("rms_norm", "weight " + w.shape().str() + " for input " + x.shape().str());
+  backend<D>::template rms_norm<T>(ctx, x, w, eps, y);
+}
+
+/// The tanh form of GELU ("gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). y may alias x.
+template <class T, class D>
+void gelu_tanh(context<D>& ctx, in<T, D> x, view<T, D> y) {
+  detail::same_matrix("gelu_tanh", x.shape(), y.shape());
+  backend<D>::template gelu_tanh<T>(ctx, x, y);
+}
+
+/// y = a * b elementwise (gated feed-forwards). y may alias a or b.
+template <class T, class D>
+void mul(context<D>& ctx, in<T, D> a, in<T, D> b, view<T, D> y) {
+  detail::same_matrix("mul", a.shape(), b.shape());
+  detail::same_matrix("mul", a.shape(), y.shape());
+  backend<D>::template mul<T>(ctx, a, b, y);
+}
+
+/// y = x * factor elementwise. y may alias x.
+template <class T, class D>
+void scale(context<D>& ctx, in<T, D> x, float factor, view<T, D> y) {
+  detail::same_matrix("scale", x.shape(), y.shape());
+  backend<D>::template scale<T>(ctx, x, factor, y);
+}
+
 /// max(x, 0) elementwise. y may alias x.
 template <class T, class D>
 void relu(context<D>& ctx, in<T, D> x, view<T, D> y) {
@@ -79,9 +112,36 @@ void copy(context<D>& ctx, in<T, D> src, view<T, D> dst) {
   backend<D>::template copy<T>(ctx, src, dst);
 }
 
+/// Row gather: out (N, C) row n = table row ids[n] (nn.Embedding). ids live on the host; an id outside
+/// [0, rows) is an invalid_argument naming it.
+template <class T, class D>
+void embedding(context<D>& ctx, in<T, D> table, std::span<const std::int64_t> ids, view<T, D> out) {
+  if (out.rows() != static_cast<index_t>(ids.size()) || out.cols() != table.cols())
+    detail::fail("embedding", std::to_string(ids.size()) + " ids into " + out.shape().str() + " from table " + table.shape().str());
+  for (std::int64_t id : ids)
+    if (id < 0 || id >= table.rows())
+      throw invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(table.rows()) + ")");
+  backend<D>::template embedding<T>(ctx, table, ids, out);
+}
+
+/// How an additive attention mask broadcasts: mask (Bm, Hm, Qm, Lk) with Bm in {1, B}, Hm in {1, H}, Qm in {1, Lq}
+/// (a rank-3 mask is (Bm, Qm, Lk) with Hm = 1). Element (b, h, i, j) is at row offset() of the flattened rows.
+struct mask_layout {
+  index_t batch = 1, heads = 1, queries = 1;
+  /// Flattened row of (b, h, i), broadcasting the dimensions of size 1.
+  index_t row(index_t b, index_t h, index_t i) const noexcept {
+    return ((batch == 1 ? 0 : b) * heads + (heads == 1 ? 0 : h)) * queries + (queries == 1 ? 0 : i);
+  }
+  template <class V>
+  static mask_layout of(const V& mask) {
+    if (mask.rank() == 3) return {mask.dim(0), 1, mask.dim(1)};
+    return {mask.dim(0), mask.dim(1), mask.dim(2)};
+  }
+};
+
 /// Multi-head scaled dot-product attention, heads side by side in the last dimension:
-/// q (B, Lq, H*dh), k and v (B, Lk, H*dh), mask additive float (B, 1 | Lq, Lk) or empty, out (B, Lq, H*dh);
-/// out_h = softmax(q_h k_h^T * scale + mask) v_h. out must not overlap the inputs.
+/// q (B, Lq, H*dh), k and v (B, Lk, H*dh), mask additive float broadcast as in mask_layout or empty,
+/// out (B, Lq, H*dh); out_h = softmax(q_h k_h^T * scale + mask) v_h. out must not overlap the inputs.
 template <class T, class D>
 void attention(context<D>& ctx, in<T, D> q, in<T, D> k, in<T, D> v, std::type_identity_t<view<const float, D>> mask,
                index_t heads, float scale, view<T, D> out) {
@@ -91,9 +151,15 @@ void attention(context<D>& ctx, in<T, D> q, in<T, D> k, in<T, D> v, std::type_id
   if (out.shape() != q.shape()) detail::fail("attention", "out " + out.shape().str() + " vs q " + q.shape().str());
   if (heads <= 0 || q.dim(2) % heads != 0)
     detail::fail("attention", std::to_string(heads) + " heads do not divide width " + std::to_string(q.dim(2)));
-  if (!mask.empty() && (mask.rank() != 3 || mask.dim(0) != q.dim(0) || (mask.dim(1) != 1 && mask.dim(1) != q.dim(1)) ||
-                        mask.dim(2) != k.dim(1)))
-    detail::fail("attention", "mask " + mask.shape().str() + " for q " + q.shape().str() + ", k " + k.shape().str());
+  if (!mask.empty()) {
+    const bool ok_rank = mask.rank() == 3 || mask.rank() == 4;
+    const mask_layout m = ok_rank ? mask_layout::of(mask) : mask_layout{};
+    auto fits = [](index_t got, index_t full) { return got == 1 || got == full; };
+    if (!ok_rank || !mask.contiguous() || !fits(m.batch, q.dim(0)) || !fits(m.heads, heads) || !fits(m.queries, q.dim(1)) ||
+        mask.cols() != k.dim(1))
+      detail::fail("attention", "mask " + mask.shape().str() + " for q " + q.shape().str() + ", k " + k.shape().str() + ", " +
+                                    std::to_string(heads) + " heads");
+  }
   backend<D>::template attention<T>(ctx, q, k, v, mask, heads, scale, out);
 }
 

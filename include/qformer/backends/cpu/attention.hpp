@@ -6,10 +6,11 @@
 
 #include "eigen_maps.hpp"
 #include "elementwise.hpp"
+#include "../../ops/ops.hpp"
 
 namespace qformer::cpu_detail {
 
-/// q (B, Lq, H*dh), k / v (B, Lk, H*dh), mask (B, 1 | Lq, Lk) additive or empty, out (B, Lq, H*dh).
+/// q (B, Lq, H*dh), k / v (B, Lk, H*dh), mask additive (see ops::mask_layout) or empty, out (B, Lq, H*dh).
 template <class T>
 void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T> v, view<const float> mask,
                index_t heads, float scale, view<T> out) {
@@ -21,6 +22,7 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
   } else {
     const index_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), dh = q.dim(2) / heads;
     view<float> scores = ctx.alloc<float>({Lq, Lk});
+    const ops::mask_layout m = mask.empty() ? ops::mask_layout{} : ops::mask_layout::of(mask);
     auto S = map(scores);
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < heads; ++h) {
@@ -30,7 +32,7 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
         S.noalias() = (Q * K.transpose()) * scale;
         for (index_t i = 0; i < Lq; ++i) {
           float* s = scores.row(i);
-          if (!mask.empty()) add_row(s, mask.row(b * mask.dim(1) + (mask.dim(1) == 1 ? 0 : i)), Lk, s);
+          if (!mask.empty()) add_row(s, mask.row(m.row(b, h, i)), Lk, s);
           softmax_row(s, Lk);
         }
         map(out.row(b * Lq) + h * dh, Lq, dh, out.row_stride()).noalias() = S * V;

@@ -9,6 +9,8 @@
 #include "gemm.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <span>
 
 namespace qformer {
 
@@ -36,6 +38,35 @@ struct backend<cpu> {
   }
 
   template <class T>
+  static void rms_norm(context<cpu>& ctx, view<const T> x, view<const T> w, float eps, view<T> y) {
+    if constexpr (std::is_same_v<T, float>) {
+      for (index_t r = 0; r < x.rows(); ++r) cpu_detail::rms_norm_row(x.row(r), w.data(), eps, x.cols(), y.row(r));
+    } else {
+      typename context<cpu>::scope scope(ctx);
+      view<float> yf = ctx.alloc<float>(y.shape());
+      rms_norm<float>(ctx, cpu_detail::as_float(ctx, x), cpu_detail::as_float(ctx, w), eps, yf);
+      cpu_detail::store<T>(yf, y);
+    }
+  }
+
+  template <class T>
+  static void gelu_tanh(context<cpu>& ctx, view<const T> x, view<T> y) {
+    unary(ctx, x, y, cpu_detail::gelu_tanh_row);
+  }
+
+  template <class T>
+  static void scale(context<cpu>& ctx, view<const T> x, float factor, view<T> y) {
+    unary(ctx, x, y, [factor](const float* in, index_t n, float* out) {
+      for (index_t i = 0; i < n; ++i) out[i] = in[i] * factor;
+    });
+  }
+
+  template <class T>
+  static void mul(context<cpu>& ctx, view<const T> a, view<const T> b, view<T> y) {
+    binary(ctx, a, b, y, cpu_detail::mul_row);
+  }
+
+  template <class T>
   static void gelu_erf(context<cpu>& ctx, view<const T> x, view<T> y) {
     unary(ctx, x, y, cpu_detail::gelu_erf_row);
   }
@@ -46,19 +77,17 @@ struct backend<cpu> {
 
   template <class T>
   static void add(context<cpu>& ctx, view<const T> a, view<const T> b, view<T> y) {
-    if constexpr (std::is_same_v<T, float>) {
-      for (index_t r = 0; r < a.rows(); ++r) cpu_detail::add_row(a.row(r), b.row(r), a.cols(), y.row(r));
-    } else {
-      typename context<cpu>::scope scope(ctx);
-      view<float> yf = ctx.alloc<float>(y.shape());
-      add<float>(ctx, cpu_detail::as_float(ctx, a), cpu_detail::as_float(ctx, b), yf);
-      cpu_detail::store<T>(yf, y);
-    }
+    binary(ctx, a, b, y, cpu_detail::add_row);
   }
 
   template <class T>
   static void copy(context<cpu>&, view<const T> src, view<T> dst) {
     for (index_t r = 0; r < src.rows(); ++r) std::copy_n(src.row(r), src.cols(), dst.row(r));
+  }
+
+  template <class T>
+  static void embedding(context<cpu>&, view<const T> table, std::span<const std::int64_t> ids, view<T> out) {
+    for (std::size_t n = 0; n < ids.size(); ++n) std::copy_n(table.row(ids[n]), table.cols(), out.row(static_cast<index_t>(n)));
   }
 
   template <class T>
@@ -84,6 +113,19 @@ struct backend<cpu> {
   }
 
  private:
+  template <class T, class RowFn>
+  static void binary(context<cpu>& ctx, view<const T> a, view<const T> b, view<T> y, RowFn row_fn) {
+    if constexpr (std::is_same_v<T, float>) {
+      for (index_t r = 0; r < a.rows(); ++r) row_fn(a.row(r), b.row(r), a.cols(), y.row(r));
+    } else {
+      typename context<cpu>::scope scope(ctx);
+      view<const float> af = cpu_detail::as_float(ctx, a), bf = cpu_detail::as_float(ctx, b);
+      view<float> yf = ctx.alloc<float>(y.shape());
+      for (index_t r = 0; r < a.rows(); ++r) row_fn(af.row(r), bf.row(r), a.cols(), yf.row(r));
+      cpu_detail::store<T>(yf, y);
+    }
+  }
+
   template <class T, class RowFn>
   static void unary(context<cpu>& ctx, view<const T> x, view<T> y, RowFn row_fn) {
     if constexpr (std::is_same_v<T, float>) {

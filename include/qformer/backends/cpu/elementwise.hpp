@@ -56,6 +56,40 @@ inline void gelu_erf_row(const float* x, index_t n, float* y) {
   for (; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752440f));
 }
 
+/// One row of T5LayerNorm: mean of squares in float, then w * x / sqrt(ms + eps).
+inline void rms_norm_row(const float* x, const float* w, float eps, index_t n, float* y) {
+  fbatch acc(0.0f);
+  index_t i = 0;
+  for (; i + simd_width <= n; i += simd_width) {
+    fbatch v = fbatch::load_unaligned(x + i);
+    acc = xsimd::fma(v, v, acc);
+  }
+  float ms = xsimd::hadd(acc);
+  for (; i < n; ++i) ms += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(ms / float(n) + eps);
+  for (i = 0; i + simd_width <= n; i += simd_width)
+    (fbatch::load_unaligned(x + i) * fbatch(inv) * fbatch::load_unaligned(w + i)).store_unaligned(y + i);
+  for (; i < n; ++i) y[i] = x[i] * inv * w[i];
+}
+
+inline void gelu_tanh_row(const float* x, index_t n, float* y) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  const fbatch half(0.5f), one(1.0f), vk(k), c(0.044715f);
+  index_t i = 0;
+  for (; i + simd_width <= n; i += simd_width) {
+    fbatch v = fbatch::load_unaligned(x + i);
+    (half * v * (one + xsimd::tanh(vk * (v + c * v * v * v)))).store_unaligned(y + i);
+  }
+  for (; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + std::tanh(k * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+}
+
+inline void mul_row(const float* a, const float* b, index_t n, float* y) {
+  index_t i = 0;
+  for (; i + simd_width <= n; i += simd_width)
+    (fbatch::load_unaligned(a + i) * fbatch::load_unaligned(b + i)).store_unaligned(y + i);
+  for (; i < n; ++i) y[i] = a[i] * b[i];
+}
+
 inline void relu_row(const float* x, index_t n, float* y) {
   const fbatch zero(0.0f);
   index_t i = 0;

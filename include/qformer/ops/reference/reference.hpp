@@ -4,6 +4,7 @@
 /// They are the oracle every backend is tested against, not something to run models with.
 
 #include "../../core/tensor.hpp"
+#include "../ops.hpp"
 
 #include <cmath>
 #include <vector>
@@ -48,6 +49,34 @@ void gelu_erf(view<const T> x, view<T> y) {
     }
 }
 
+/// y = w * x / sqrt(mean(x^2) + eps). T5LayerNorm.
+template <class T>
+void rms_norm(view<const T> x, view<const T> w, float eps, view<T> y) {
+  for (index_t n = 0; n < x.rows(); ++n) {
+    double ms = 0;
+    for (index_t c = 0; c < x.cols(); ++c) ms += double(to_float(x.row(n)[c])) * to_float(x.row(n)[c]);
+    const double inv = 1.0 / std::sqrt(ms / double(x.cols()) + eps);
+    for (index_t c = 0; c < x.cols(); ++c) y.row(n)[c] = from_float<T>(float(to_float(x.row(n)[c]) * inv * to_float(w.data()[c])));
+  }
+}
+
+/// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). ACT2FN["gelu_new"].
+template <class T>
+void gelu_tanh(view<const T> x, view<T> y) {
+  for (index_t n = 0; n < x.rows(); ++n)
+    for (index_t c = 0; c < x.cols(); ++c) {
+      const double v = to_float(x.row(n)[c]);
+      y.row(n)[c] = from_float<T>(float(0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)))));
+    }
+}
+
+/// y = a * b.
+template <class T>
+void mul(view<const T> a, view<const T> b, view<T> y) {
+  for (index_t n = 0; n < a.rows(); ++n)
+    for (index_t c = 0; c < a.cols(); ++c) y.row(n)[c] = from_float<T>(to_float(a.row(n)[c]) * to_float(b.row(n)[c]));
+}
+
 /// y = max(x, 0).
 template <class T>
 void relu(view<const T> x, view<T> y) {
@@ -67,13 +96,14 @@ void add(view<const T> a, view<const T> b, view<T> y) {
 }
 
 /// Multi-head scaled dot-product attention.
-/// q (B, Lq, H*dh), k and v (B, Lk, H*dh), mask additive (B, 1 or Lq, Lk) or empty, out (B, Lq, H*dh):
+/// q (B, Lq, H*dh), k and v (B, Lk, H*dh), mask additive (see ops::mask_layout) or empty, out (B, Lq, H*dh):
 /// out_h = softmax(q_h k_h^T * scale + mask) v_h for each head h (columns h*dh .. h*dh+dh-1).
 template <class T>
 void attention(view<const T> q, view<const T> k, view<const T> v, view<const float> mask, index_t heads,
                float scale, view<T> out) {
   const index_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), dh = q.dim(2) / heads;
   std::vector<double> p(static_cast<std::size_t>(Lk));
+  const ops::mask_layout m = mask.empty() ? ops::mask_layout{} : ops::mask_layout::of(mask);
   for (index_t b = 0; b < B; ++b)
     for (index_t h = 0; h < heads; ++h)
       for (index_t i = 0; i < Lq; ++i) {
@@ -84,7 +114,7 @@ void attention(view<const T> q, view<const T> k, view<const T> v, view<const flo
           double s = 0;
           for (index_t d = 0; d < dh; ++d) s += double(to_float(qi[d])) * to_float(kj[d]);
           s *= scale;
-          if (!mask.empty()) s += mask.row(b * mask.dim(1) + (mask.dim(1) == 1 ? 0 : i))[j];
+          if (!mask.empty()) s += mask.row(m.row(b, h, i))[j];
           p[j] = s;
           mx = std::max(mx, s);
         }
