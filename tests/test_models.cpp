@@ -44,6 +44,96 @@ TEST_CASE("image path matches transformers: tiny-opt split into 3 shards") {
   check_image_path<float>(test::fixture("tiny-opt-sharded"), 1e-4);
 }
 
+namespace {
+
+std::vector<std::int64_t> ids_of(const safetensors_file& ref, const std::string& name) {
+  const tensor<std::int64_t> t = ref.load<std::int64_t>(name);
+  return {t.data(), t.data() + t.numel()};
+}
+
+/// lm_logits, greedy and beam-3 ids (and their left-padded variants) of a generation fixture.
+void check_language_model(const std::string& folder) {
+  const safetensors_file ref(folder + "/reference.safetensors");
+  const Blip2<float> model = Blip2<float>::from_pretrained(folder);
+  const tensor<float> pixels = ref.load<float>("pixel_values");
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  const auto f = model.encode_image(ctx, pixels.get());
+  const index_t B = pixels.shape()[0], n_new = ref.at("greedy_ids").dims[1];
+  const bool t5 = model.config().text.model_type == "t5";
+
+  generation_options greedy;  // exactly n_new tokens, as the fixtures were made
+  greedy.max_new_tokens = greedy.min_new_tokens = n_new;
+  greedy.eos_token_ids = {t5 ? model.config().text.t5.eos_token_id : model.config().text.opt.eos_token_id};
+  generation_options beam3 = greedy;
+  beam3.num_beams = 3, beam3.early_stopping = true;
+
+  const tensor_entry& p = ref.at("prompt_ids");
+  const token_batch prompt = token_batch::unpadded(B, p.dims[1], ids_of(ref, "prompt_ids"));
+  test::check_against_reference(ref, "lm_logits", model.lm_logits(ctx, f.language_projection, prompt));
+  CHECK(model.generate(ctx, f.language_projection, prompt, greedy).ids == ids_of(ref, "greedy_ids"));
+  CHECK(model.generate(ctx, f.language_projection, prompt, beam3).ids == ids_of(ref, "beam3_ids"));
+  if (ref.find("padded_prompt_ids")) {
+    const token_batch padded{B, ref.at("padded_prompt_ids").dims[1], ids_of(ref, "padded_prompt_ids"), ids_of(ref, "padded_prompt_mask")};
+    if (ref.find("padded_lm_logits")) test::check_against_reference(ref, "padded_lm_logits", model.lm_logits(ctx, f.language_projection, padded));
+    CHECK(model.generate(ctx, f.language_projection, padded, greedy).ids == ids_of(ref, "padded_greedy_ids"));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("OPT language model matches transformers: logits, greedy, left-padded batch, beam search") {
+  check_language_model(test::fixture("tiny-opt"));
+  check_language_model(test::fixture("tiny-opt-hub-layout"));
+  check_language_model(test::fixture("tiny-opt-sharded"));
+}
+
+TEST_CASE("Flan-T5 language model matches transformers: first-step logits, greedy, right-padded batch, beam search") {
+  check_language_model(test::fixture("tiny-t5"));
+  check_language_model(test::fixture("tiny-t5-seed7"));
+}
+
+TEST_CASE("greedy generation stops rows at EOS and pads them; sampling is seeded") {
+  const std::string folder = test::fixture("tiny-opt");
+  const safetensors_file ref(folder + "/reference.safetensors");
+  const Blip2<float> model = Blip2<float>::from_pretrained(folder);
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  const auto f = model.encode_image(ctx, ref.load<float>("pixel_values").get());
+  const token_batch prompt = token_batch::unpadded(2, 4, ids_of(ref, "prompt_ids"));
+  const std::vector<std::int64_t> full = ids_of(ref, "greedy_ids");  // (2, 8), no EOS stop
+  generation_options o;
+  o.max_new_tokens = 8;
+  o.pad_token_id = 1;
+  o.eos_token_ids = {full[2]};  // row 0's third token ends row 0 there
+  const generation_result r = model.generate(ctx, f.language_projection, prompt, o);
+  REQUIRE(r.length == 8);
+  for (index_t t = 0; t < 8; ++t) CHECK(r.ids[t] == (t < 3 ? full[t] : 1));
+  // Row 1 runs on unless it meets that token itself.
+  const auto stop = std::find(full.begin() + 8, full.end(), full[2]);
+  for (index_t t = 0; t < 8; ++t)
+    if (full.begin() + 8 + t <= stop) CHECK(r.ids[8 + t] == full[8 + t]);
+
+  generation_options s;
+  s.max_new_tokens = 6, s.do_sample = true, s.top_k = 5, s.top_p = 0.9f, s.temperature = 0.7f, s.seed = 42;
+  const auto a = model.generate(ctx, f.language_projection, prompt, s), b = model.generate(ctx, f.language_projection, prompt, s);
+  CHECK(a.ids == b.ids);
+  generation_options bad = s;
+  bad.top_p = 0.0f;
+  CHECK_THROWS_AS(model.generate(ctx, f.language_projection, prompt, bad), invalid_argument);
+}
+
+TEST_CASE("prompts longer than the model's positions and unknown token ids are refused") {
+  const Blip2<float> model = Blip2<float>::from_pretrained(test::fixture("tiny-opt"));  // 128 positions
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  tensor<float> projected({1, 6, 40});
+  std::fill_n(projected.data(), projected.numel(), 0.1f);
+  CHECK_THROWS_AS(model.generate(ctx, projected.get(), token_batch::unpadded(1, 130, std::vector<std::int64_t>(130, 5)), {}),
+                  invalid_argument);
+  CHECK_THROWS_AS(model.lm_logits(ctx, projected.get(), token_batch::unpadded(1, 1, {300})), invalid_argument);
+}
+
 TEST_CASE("image path in reduced precision stays near fp32") {
   // Weights and activations rounded to 8 (bf16) or 11 (fp16) significant bits, fp32 accumulation; the bound is
   // what 2 + 3 + 3 layers of rounding give on order-one activations.

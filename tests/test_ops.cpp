@@ -96,7 +96,16 @@ TEST_CASE_TEMPLATE("layer_norm matches the reference (and works in place)", T, f
   CHECK_THROWS_AS((ops::layer_norm<T, cpu>(ctx, x.get(), b.get().reshape({45}).columns(0, 44), b.get(), 1e-6f, got.mut())), shape_error);
 }
 
-TEST_CASE_TEMPLATE("gelu_erf, relu and add match the reference", T, float, fp16, bf16) {
+TEST_CASE_TEMPLATE("rms_norm matches the reference", T, float, fp16, bf16) {
+  context<cpu> ctx;
+  tensor<T> x = test::random_tensor<T>({4, 41}, 13), w = test::random_tensor<T>({41}, 14);
+  tensor<T> want(x.shape()), got(x.shape());
+  reference::rms_norm<T>(x.get(), w.get(), 1e-6f, want.mut());
+  ops::rms_norm<T, cpu>(ctx, x.get(), w.get(), 1e-6f, got.mut());
+  CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+}
+
+TEST_CASE_TEMPLATE("gelu_erf, gelu_tanh, relu, add, mul and scale match the reference", T, float, fp16, bf16) {
   context<cpu> ctx;
   tensor<T> x = test::random_tensor<T>({9, 33}, 7), y = test::random_tensor<T>({9, 33}, 8);
   for (T* p = x.data(); p != x.data() + x.numel(); ++p) *p = from_float<T>(4.0f * to_float(*p));  // cover [-4, 4]
@@ -110,9 +119,17 @@ TEST_CASE_TEMPLATE("gelu_erf, relu and add match the reference", T, float, fp16,
   reference::add<T>(x.get(), y.get(), want.mut());
   ops::add<T, cpu>(ctx, x.get(), y.get(), got.mut());
   CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  reference::gelu_tanh<T>(x.get(), want.mut());
+  ops::gelu_tanh<T, cpu>(ctx, x.get(), got.mut());
+  CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  reference::mul<T>(x.get(), y.get(), want.mut());
+  ops::mul<T, cpu>(ctx, x.get(), y.get(), got.mut());
+  CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  ops::scale<T, cpu>(ctx, x.get(), 0.5f, got.mut());
+  for (index_t i = 0; i < x.numel(); ++i) CHECK(to_float(got.data()[i]) == to_float(from_float<T>(0.5f * to_float(x.data()[i]))));
 }
 
-TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks per key and per query", T, float, fp16, bf16) {
+TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks per key, per query and per head", T, float, fp16, bf16) {
   context<cpu> ctx;
   const index_t B = 2, Lq = 5, Lk = 7, H = 3, dh = 6, C = H * dh;
   tensor<T> qkv = test::random_tensor<T>({B, Lq, 3 * C}, 9);  // q from a fused projection (row stride 3C)
@@ -121,7 +138,8 @@ TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks pe
   tensor<float> key_mask({B, 1, Lk}), full_mask({B, Lq, Lk});
   for (index_t i = 0; i < key_mask.numel(); ++i) key_mask.data()[i] = (i % 3 == 2) ? -10000.0f : 0.0f;
   for (index_t i = 0; i < full_mask.numel(); ++i) full_mask.data()[i] = (i % 4 == 1) ? -3.4e38f : 0.25f;
-  for (view<const float> mask : {view<const float>(), key_mask.get(), full_mask.get()}) {
+  tensor<float> head_bias = test::random_tensor<float>({1, H, Lq, Lk}, 12);  // T5: one bias per head, shared by the batch
+  for (view<const float> mask : {view<const float>(), key_mask.get(), full_mask.get(), full_mask.get().slice(1, 1), head_bias.get()}) {
     tensor<T> want({B, Lq, C}), got({B, Lq, C});
     reference::attention<T>(q, k, v, mask, H, 0.4f, want.mut());
     ops::attention<T, cpu>(ctx, q, k, v, mask, H, 0.4f, got.mut());
@@ -129,7 +147,9 @@ TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks pe
   }
   tensor<T> out({B, Lq, C});
   CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, {}, 4, 1.0f, out.mut())), shape_error);
-  CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, full_mask.get().slice(0, 1), H, 1.0f, out.mut())), shape_error);
+  CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, full_mask.get().columns(0, Lk - 1), H, 1.0f, out.mut())), shape_error);
+  tensor<float> wrong_heads({1, H + 1, Lq, Lk});
+  CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, wrong_heads.get(), H, 1.0f, out.mut())), shape_error);
 }
 
 TEST_CASE_TEMPLATE("patchify matches the reference", T, float, bf16) {

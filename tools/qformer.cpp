@@ -23,9 +23,13 @@ usage:
   qformer inspect --model DIR
       Config summary, tensor count, bytes and dtypes of a Hub-style BLIP-2 folder.
   qformer dump --model DIR --inputs IN.safetensors --out OUT.safetensors [--new-tokens N] [--dtype f32|bf16|f16]
-      Runs the model on the inputs (pixel_values F32 [B,3,H,W]) and writes every tensor it supports, as F32:
-      vision_last_hidden_state, vision_pooler_output, qformer_last_hidden_state, language_projection.
-      (--new-tokens is accepted for the language-model outputs, which arrive with the language models.)
+      Runs the model on the inputs and writes every tensor it supports (floats as F32, ids as I64):
+        pixel_values (F32 [B,3,H,W])  -> vision_last_hidden_state, vision_pooler_output,
+                                         qformer_last_hidden_state, language_projection
+        prompt_ids (I64 [B,T])        -> lm_logits, greedy_ids, beam3_ids
+        padded_prompt_ids + padded_prompt_mask -> padded_lm_logits (OPT), padded_greedy_ids
+      The language model reads [projected queries; prompt]; greedy and beam search (3 beams, length penalty 1,
+      early stopping) produce exactly --new-tokens tokens (default 20).
   qformer --help | --version
 
 Errors print one line on stderr and exit with status 1 (2 for a bad command line).
@@ -88,8 +92,19 @@ int inspect(const std::map<std::string, std::string>& opts) {
   return 0;
 }
 
+/// Reads an I64 tensor of `inputs` as (batch, length) token ids.
+std::pair<qformer::index_t, std::vector<std::int64_t>> read_ids(const qformer::safetensors_file& inputs, const std::string& name,
+                                                                qformer::index_t batch) {
+  using namespace qformer;
+  const tensor_entry& e = inputs.at(name);
+  if (e.dims.rank() != 2 || e.dims[0] != batch)
+    throw shape_error(inputs.path() + ": tensor '" + name + "' has shape " + e.dims.str() + ", expected [" + std::to_string(batch) + ", T]");
+  const tensor<std::int64_t> t = inputs.load<std::int64_t>(name);
+  return {e.dims[1], std::vector<std::int64_t>(t.data(), t.data() + t.numel())};
+}
+
 template <class T>
-int dump_as(const std::string& dir, const std::string& inputs_path, const std::string& out_path) {
+int dump_as(const std::string& dir, const std::string& inputs_path, const std::string& out_path, qformer::index_t new_tokens) {
   using namespace qformer;
   std::vector<std::string> unused;
   const Blip2<T> model = Blip2<T>::from_pretrained(dir, &unused);
@@ -98,44 +113,84 @@ int dump_as(const std::string& dir, const std::string& inputs_path, const std::s
   if (!px) throw load_error(inputs_path, "tensor 'pixel_values' is missing");
   if (px->dims.rank() != 4) throw shape_error(inputs_path + ": tensor 'pixel_values' has shape " + px->dims.str() + ", expected [B, 3, H, W]");
   const tensor<float> pixels = inputs.load<float>("pixel_values");
+  const index_t B = px->dims[0];
 
   context<cpu> ctx;
   typename context<cpu>::scope scope(ctx);
   const image_features<T, cpu> f = model.encode_image(ctx, pixels.get());
 
-  std::vector<tensor<float>> keep;  // F32 copies of the outputs, alive until written
+  std::vector<std::vector<float>> floats;  // outputs alive until written
+  std::vector<std::vector<std::int64_t>> ints;
   std::vector<tensor_record> records;
-  auto add = [&](const char* name, view<T> v) {
+  auto add = [&](const char* name, view<const float> v) {
+    if (v.empty()) return;
+    std::vector<float>& t = floats.emplace_back();
+    for (index_t r = 0; r < v.rows(); ++r) t.insert(t.end(), v.row(r), v.row(r) + v.cols());
+    records.push_back({name, dtype::f32, v.shape(), t.data()});
+  };
+  auto add_typed = [&](const char* name, view<T> v) {
     if (v.empty()) return;
     tensor<float> t(v.shape());
     for (index_t r = 0; r < v.rows(); ++r)
       for (index_t c = 0; c < v.cols(); ++c) t.data()[r * v.cols() + c] = to_float(v.row(r)[c]);
-    records.push_back({name, dtype::f32, t.shape(), t.data()});
-    keep.push_back(std::move(t));
+    add(name, t.get());
   };
-  add("vision_last_hidden_state", f.vision_last_hidden_state);
-  add("vision_pooler_output", f.vision_pooler_output);
-  add("qformer_last_hidden_state", f.qformer_last_hidden_state);
-  add("language_projection", f.language_projection);
+  auto add_ids = [&](const char* name, const generation_result& g) {
+    std::vector<std::int64_t>& t = ints.emplace_back(g.ids);
+    records.push_back({name, dtype::i64, {g.batch, g.length}, t.data()});
+  };
+  add_typed("vision_last_hidden_state", f.vision_last_hidden_state);
+  add_typed("vision_pooler_output", f.vision_pooler_output);
+  add_typed("qformer_last_hidden_state", f.qformer_last_hidden_state);
+  add_typed("language_projection", f.language_projection);
+
+  if (!f.language_projection.empty() && (inputs.find("prompt_ids") || inputs.find("padded_prompt_ids"))) {
+    // As the reference folders define them: greedy and beam-3 produce exactly new_tokens tokens (EOS suppressed).
+    const TextConfig& text = model.config().text;
+    generation_options greedy;
+    greedy.max_new_tokens = greedy.min_new_tokens = new_tokens;
+    greedy.eos_token_ids = {text.model_type == "t5" ? text.t5.eos_token_id : text.opt.eos_token_id};
+    greedy.pad_token_id = text.model_type == "t5" ? text.t5.pad_token_id : text.opt.pad_token_id;
+    generation_options beam3 = greedy;
+    beam3.num_beams = 3;
+    beam3.length_penalty = 1.0f;
+    beam3.early_stopping = true;
+    if (inputs.find("prompt_ids")) {
+      auto [length, ids] = read_ids(inputs, "prompt_ids", B);
+      const token_batch prompt = token_batch::unpadded(B, length, std::move(ids));
+      add("lm_logits", model.lm_logits(ctx, f.language_projection, prompt));
+      add_ids("greedy_ids", model.generate(ctx, f.language_projection, prompt, greedy));
+      add_ids("beam3_ids", model.generate(ctx, f.language_projection, prompt, beam3));
+    }
+    if (inputs.find("padded_prompt_ids")) {
+      auto [length, ids] = read_ids(inputs, "padded_prompt_ids", B);
+      auto [mask_length, mask] = read_ids(inputs, "padded_prompt_mask", B);
+      if (mask_length != length) throw shape_error(inputs_path + ": 'padded_prompt_mask' does not match 'padded_prompt_ids'");
+      const token_batch prompt{B, length, std::move(ids), std::move(mask)};
+      if (model.opt()) add("padded_lm_logits", model.lm_logits(ctx, f.language_projection, prompt));
+      add_ids("padded_greedy_ids", model.generate(ctx, f.language_projection, prompt, greedy));
+    }
+  }
   write_safetensors(out_path, records);
   std::fprintf(stderr, "qformer dump: wrote %zu tensors to %s\n", records.size(), out_path.c_str());
   if (!unused.empty())
-    std::fprintf(stderr, "qformer dump: %zu checkpoint tensors not used by the image path (first: %s)\n", unused.size(),
-                 unused.front().c_str());
+    std::fprintf(stderr, "qformer dump: %zu checkpoint tensors were not used (first: %s)\n", unused.size(), unused.front().c_str());
   return 0;
 }
 
 int dump(const std::map<std::string, std::string>& opts) {
   const std::string dir = required(opts, "model"), in = required(opts, "inputs"), out = required(opts, "out");
+  qformer::index_t new_tokens = 20;
   if (opts.count("new-tokens")) {
     const std::string& n = opts.at("new-tokens");
-    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || n.size() > 6)
-      throw usage_error("--new-tokens must be a non-negative integer, got '" + n + "'");
+    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || n.size() > 4)
+      throw usage_error("--new-tokens must be an integer in [0, 9999], got '" + n + "'");
+    new_tokens = std::stoll(n);
   }
   const std::string dt = opts.count("dtype") ? opts.at("dtype") : "f32";
-  if (dt == "f32") return dump_as<float>(dir, in, out);
-  if (dt == "bf16") return dump_as<qformer::bf16>(dir, in, out);
-  if (dt == "f16") return dump_as<qformer::fp16>(dir, in, out);
+  if (dt == "f32") return dump_as<float>(dir, in, out, new_tokens);
+  if (dt == "bf16") return dump_as<qformer::bf16>(dir, in, out, new_tokens);
+  if (dt == "f16") return dump_as<qformer::fp16>(dir, in, out, new_tokens);
   throw usage_error("--dtype must be f32, bf16 or f16, got '" + dt + "'");
 }
 
