@@ -4,6 +4,10 @@
 
 #include <qformer/qformer.hpp>
 
+#include <fstream>
+#include <map>
+#include <memory>
+
 using namespace qformer;
 
 namespace {
@@ -91,6 +95,61 @@ TEST_CASE("OPT language model matches transformers: logits, greedy, left-padded 
 TEST_CASE("Flan-T5 language model matches transformers: first-step logits, greedy, right-padded batch, beam search") {
   check_language_model(test::fixture("tiny-t5"));
   check_language_model(test::fixture("tiny-t5-seed7"));
+}
+
+TEST_CASE("generation with EOS, length penalties, early stopping and repetition penalty matches transformers") {
+  // tests/data/generation/cases.json: the language model's generate() on [queries; prompt] embeddings
+  // (tools/make_generation_reference.py). Given only inputs_embeds, a decoder-only generate() counts no prompt
+  // tokens for the repetition penalty, so the OPT cases run the session with an empty history.
+  std::ifstream in(test::fixture("generation/cases.json"));
+  const nlohmann::json all = nlohmann::json::parse(in);
+  std::map<std::string, std::unique_ptr<Blip2<float>>> models;
+  int checked = 0;
+  for (const auto& c : all["cases"]) {
+    const std::string folder = c["folder"].get<std::string>();
+    if (!models.count(folder)) models[folder] = std::make_unique<Blip2<float>>(Blip2<float>::from_pretrained(test::fixture(folder)));
+    const Blip2<float>& model = *models[folder];
+    const safetensors_file ref(test::fixture(folder) + "/reference.safetensors");
+    const auto& o = c["options"];
+    generation_options g;
+    g.max_new_tokens = o["max_new_tokens"].get<index_t>();
+    g.min_new_tokens = o.value("min_new_tokens", index_t{0});
+    g.num_beams = o["num_beams"].get<index_t>();
+    g.length_penalty = o.value("length_penalty", 1.0f);
+    g.early_stopping = o.value("early_stopping", false);
+    g.repetition_penalty = o.value("repetition_penalty", 1.0f);
+    g.eos_token_ids = {o["eos_token_id"].get<std::int64_t>()};
+    g.pad_token_id = o["pad_token_id"].get<std::int64_t>();
+    std::vector<std::int64_t> prompt_ids;
+    for (const auto& row : c["prompt_ids"]) for (const auto& t : row) prompt_ids.push_back(t.get<std::int64_t>());
+    const index_t B = static_cast<index_t>(c["prompt_ids"].size());
+    const token_batch prompt = token_batch::unpadded(B, static_cast<index_t>(prompt_ids.size()) / B, prompt_ids);
+
+    context<cpu> ctx;
+    typename context<cpu>::scope scope(ctx);
+    const auto f = model.encode_image(ctx, ref.load<float>("pixel_values").get());
+    generation_result got;
+    if (model.opt()) {
+      auto [embeds, mask] = model.prepend_queries(ctx, f.language_projection, prompt);
+      OPTSession<float> session(*model.opt(), B, embeds.dim(1) + g.max_new_tokens);
+      view<float> first = session.last_logits(ctx, session.prefill(ctx, embeds, mask));
+      got = generate(ctx, session, first, {}, g);
+    } else {
+      got = model.generate(ctx, f.language_projection, prompt, g);
+    }
+    std::vector<std::int64_t> want;
+    for (const auto& row : c["expected"]) for (const auto& t : row) want.push_back(t.get<std::int64_t>());
+    auto str = [](const std::vector<std::int64_t>& v) {
+      std::string out;
+      for (auto x : v) out += std::to_string(x) + " ";
+      return out;
+    };
+    CAPTURE(folder);
+    CAPTURE(o.dump());
+    CHECK_MESSAGE(got.ids == want, "got " << str(got.ids) << " (length " << got.length << "), want " << str(want));
+    ++checked;
+  }
+  CHECK(checked >= 50);
 }
 
 TEST_CASE("greedy generation stops rows at EOS and pads them; sampling is seeded") {

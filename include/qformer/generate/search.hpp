@@ -116,6 +116,7 @@ generation_result generate_beam(context<cpu>& ctx, S& session, view<const float>
                                 const std::vector<std::vector<std::int64_t>>& history, const generation_options& o) {
   o.validate();
   const index_t B = first_logits.rows(), V = first_logits.cols(), K = o.num_beams;
+  if (o.max_new_tokens == 0) return generation_result{B, 0, {}, std::vector<float>(static_cast<std::size_t>(B), 0.0f)};
   struct hypothesis {
     std::vector<std::int64_t> tokens;
     float score;
@@ -156,6 +157,7 @@ generation_result generate_beam(context<cpu>& ctx, S& session, view<const float>
   std::vector<std::pair<float, std::int64_t>> candidates;
   for (index_t step = 0; step < o.max_new_tokens; ++step) {
     const index_t generated = step + 1;  // tokens per hypothesis after this step
+    const bool last_step = generated == o.max_new_tokens;
     const std::vector<bool> was_done = done;
     for (index_t b = 0; b < B; ++b) {
       if (done[b]) {  // keep the rows alive with pad tokens, as transformers does
@@ -171,7 +173,9 @@ generation_result generate_beam(context<cpu>& ctx, S& session, view<const float>
         if (step < o.min_new_tokens) logits::suppress_eos(row, o.eos_token_ids);
         for (index_t v = 0; v < V; ++v) candidates.emplace_back(row[v] + beam_score[r], k * V + v);
       }
-      const std::size_t top = std::min<std::size_t>(candidates.size(), static_cast<std::size_t>(2 * K));
+      // transformers keeps max(2, 1 + number of EOS ids) * num_beams candidates so enough non-EOS ones remain.
+      const index_t keep = std::max<index_t>(2, 1 + static_cast<index_t>(o.eos_token_ids.size())) * K;
+      const std::size_t top = std::min<std::size_t>(candidates.size(), static_cast<std::size_t>(keep));
       std::partial_sort(candidates.begin(), candidates.begin() + top, candidates.end(),
                         [](const auto& x, const auto& y) { return x.first != y.first ? x.first > y.first : x.second < y.second; });
       index_t kept = 0;
@@ -179,8 +183,10 @@ generation_result generate_beam(context<cpu>& ctx, S& session, view<const float>
         const auto [score, index] = candidates[rank];
         const index_t from = b * K + index / V;
         const std::int64_t token = index % V;
-        if (generation_detail::is_eos(token, o)) {
-          if (static_cast<index_t>(rank) >= K) continue;  // only EOS among the top num_beams makes a hypothesis
+        // A candidate that stops (EOS, or any at the length limit) becomes a hypothesis only from the top
+        // num_beams ranks; it never continues.
+        if (generation_detail::is_eos(token, o) || last_step) {
+          if (static_cast<index_t>(rank) >= K) continue;
           std::vector<std::int64_t> tokens = beam_tokens[from];
           tokens.push_back(token);
           add_hypothesis(b, std::move(tokens), score, generated);
@@ -215,16 +221,13 @@ generation_result generate_beam(context<cpu>& ctx, S& session, view<const float>
     session.select(ctx, next_rows);
     generation_detail::take(session.step(ctx, next_tokens), scores);
   }
-  // Sequences still running at the length limit compete as they are.
-  for (index_t b = 0; b < B; ++b) {
-    if (done[b]) continue;
-    for (index_t k = 0; k < K; ++k)
-      add_hypothesis(b, beam_tokens[b * K + k], beam_score[b * K + k], static_cast<index_t>(beam_tokens[b * K + k].size()));
-  }
   generation_result r;
   r.batch = B;
   for (index_t b = 0; b < B; ++b) r.length = std::max<index_t>(r.length, static_cast<index_t>(finished[b].front().tokens.size()));
-  r.ids.assign(static_cast<std::size_t>(B * r.length), o.pad_token_id);
+  // transformers fills beam outputs with `pad_token_id or eos_token_id[0]`: a pad id of 0 (T5's) is falsy there,
+  // so such rows are filled with EOS. Reproduced for identical ids.
+  const std::int64_t fill = (o.pad_token_id == 0 && !o.eos_token_ids.empty()) ? o.eos_token_ids.front() : o.pad_token_id;
+  r.ids.assign(static_cast<std::size_t>(B * r.length), fill);
   for (index_t b = 0; b < B; ++b) {
     std::copy(finished[b].front().tokens.begin(), finished[b].front().tokens.end(), r.ids.begin() + b * r.length);
     r.scores.push_back(finished[b].front().score);
