@@ -130,7 +130,7 @@ TEST_CASE("generation with EOS, length penalties, early stopping and repetition 
     const auto f = model.encode_image(ctx, ref.load<float>("pixel_values").get());
     generation_result got;
     if (model.opt()) {
-      auto [embeds, mask] = model.prepend_queries(ctx, f.language_projection, prompt);
+      auto [embeds, mask] = model.language_model_inputs(ctx, f.language_projection, prompt);
       OPTSession<float> session(*model.opt(), B, embeds.dim(1) + g.max_new_tokens);
       view<float> first = session.last_logits(ctx, session.prefill(ctx, embeds, mask));
       got = generate(ctx, session, first, {}, g);
@@ -150,6 +150,30 @@ TEST_CASE("generation with EOS, length penalties, early stopping and repetition 
     ++checked;
   }
   CHECK(checked >= 50);
+}
+
+TEST_CASE("queries written into <image> placeholders equal queries prepended (image_token_index configs)") {
+  test::temp_dir dir;
+  std::filesystem::copy(test::fixture("tiny-opt"), dir.path, std::filesystem::copy_options::recursive);
+  std::ifstream in(dir.file("config.json"));
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["image_token_index"] = 299;  // the last row of the tiny vocabulary stands in for <image>
+  test::write_bytes(dir.file("config.json"), config.dump());
+  const Blip2<float> model = Blip2<float>::from_pretrained(dir.path.string());
+  const safetensors_file ref(test::fixture("tiny-opt") + "/reference.safetensors");
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  const auto f = model.encode_image(ctx, ref.load<float>("pixel_values").get());
+  // Processor-style ids: 6 placeholders, then the prompt.
+  std::vector<std::int64_t> ids;
+  const std::vector<std::int64_t> prompt_ids = ids_of(ref, "prompt_ids");
+  for (index_t b = 0; b < 2; ++b) {
+    ids.insert(ids.end(), 6, 299);
+    ids.insert(ids.end(), prompt_ids.begin() + b * 4, prompt_ids.begin() + (b + 1) * 4);
+  }
+  test::check_against_reference(ref, "lm_logits", model.lm_logits(ctx, f.language_projection, token_batch::unpadded(2, 10, ids)));
+  ids[3] = 17;  // row 0 now has 5 placeholders for 6 queries
+  CHECK_THROWS_AS(model.lm_logits(ctx, f.language_projection, token_batch::unpadded(2, 10, ids)), invalid_argument);
 }
 
 TEST_CASE("greedy generation stops rows at EOS and pads them; sampling is seeded") {

@@ -13,6 +13,8 @@
 #include "t5.hpp"
 #include "vision_encoder.hpp"
 
+#include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,16 +71,40 @@ class Blip2 {
   const OPTForCausalLM<T, D>* opt() const noexcept { return opt_ ? &*opt_ : nullptr; }
   const T5ForConditionalGeneration<T, D>* t5() const noexcept { return t5_ ? &*t5_ : nullptr; }
 
-  /// The language model's input in the original BLIP-2 order: embeds (B, Q + T, C) = [projected queries;
-  /// embed(prompt ids)] and mask (B, Q + T) = [ones; prompt mask].
-  std::pair<view<T, D>, std::vector<std::int64_t>> prepend_queries(context<D>& ctx, view<const T, D> projected,
-                                                                    const token_batch& prompt) const {
+  /// The language model's input for a prompt, in either of transformers' two ways:
+  ///  - the prompt holds `image_token_index` placeholders (processor-style ids, configs that set the index):
+  ///    each row's Q placeholders receive that row's Q projected queries, in order (masked_scatter);
+  ///  - otherwise (original BLIP-2): embeds = [projected queries; embed(prompt)], mask = [ones; prompt mask].
+  /// Returns embeds (B, L, C) and mask (B, L).
+  std::pair<view<T, D>, std::vector<std::int64_t>> language_model_inputs(context<D>& ctx, view<const T, D> projected,
+                                                                          const token_batch& prompt) const {
     prompt.validate();
-    const index_t B = projected.dim(0), Q = projected.dim(1), C = projected.dim(2), L = Q + prompt.length;
+    const index_t B = projected.dim(0), Q = projected.dim(1), C = projected.dim(2);
     if (prompt.batch != B) throw shape_error("prompt batch " + std::to_string(prompt.batch) + " != image batch " + std::to_string(B));
+    const std::optional<index_t> image_token = cfg_.image_token_index;
+    const bool placeholders = image_token && std::find(prompt.ids.begin(), prompt.ids.end(), *image_token) != prompt.ids.end();
+    const index_t L = placeholders ? prompt.length : Q + prompt.length;
     view<T, D> embeds = ctx.template alloc<T>({B, L, C});
     std::vector<std::int64_t> mask(static_cast<std::size_t>(B * L), 1);
     for (index_t b = 0; b < B; ++b) {
+      if (placeholders) {
+        {
+          typename context<D>::scope scope(ctx);
+          ops::copy<T, D>(ctx, embed_tokens(ctx, prompt.row(b)), embeds[b]);
+        }
+        index_t q = 0;
+        for (index_t t = 0; t < prompt.length; ++t)
+          if (prompt.ids[b * prompt.length + t] == *image_token) {
+            if (q == Q) break;
+            ops::copy<T, D>(ctx, projected[b].slice(q++, 1), embeds[b].slice(t, 1));
+          }
+        const auto placed = std::count(prompt.row(b).begin(), prompt.row(b).end(), *image_token);
+        if (placed != Q)
+          throw invalid_argument("prompt row " + std::to_string(b) + " has " + std::to_string(placed) + " image placeholder tokens (id " +
+                                 std::to_string(*image_token) + "), the model has " + std::to_string(Q) + " queries");
+        std::copy_n(prompt.mask.begin() + b * prompt.length, prompt.length, mask.begin() + b * L);
+        continue;
+      }
       ops::copy<T, D>(ctx, projected[b], embeds[b].slice(0, Q));
       if (prompt.length > 0) {
         typename context<D>::scope scope(ctx);
@@ -89,10 +115,10 @@ class Blip2 {
     return {embeds, std::move(mask)};
   }
 
-  /// OPT: logits (B, Q + T, V) of every position of [queries; prompt].
+  /// OPT: logits (B, L, V) of every position of the language model's input (L = Q + T when queries are prepended).
   /// T5: logits (B, 1, V) of the decoder's first step (from decoder_start_token_id) with [queries; prompt] encoded.
   view<float, D> lm_logits(context<D>& ctx, view<const T, D> projected, const token_batch& prompt) const {
-    auto [embeds, mask] = prepend_queries(ctx, projected, prompt);
+    auto [embeds, mask] = language_model_inputs(ctx, projected, prompt);
     const index_t B = embeds.dim(0);
     if (t5_) {
       T5Session<T, D> session(ctx, *t5_, t5_->encode(ctx, embeds, mask), mask, 1);
@@ -110,7 +136,7 @@ class Blip2 {
                              const generation_options& options) const {
     options.validate();
     typename context<D>::scope scope(ctx);
-    auto [embeds, mask] = prepend_queries(ctx, projected, prompt);
+    auto [embeds, mask] = language_model_inputs(ctx, projected, prompt);
     const index_t B = embeds.dim(0);
     if (t5_) {
       T5Session<T, D> session(ctx, *t5_, t5_->encode(ctx, embeds, mask), mask, options.max_new_tokens + 1);
