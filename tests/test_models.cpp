@@ -305,3 +305,34 @@ TEST_CASE("a missing attention bias is an error, not zeros") {
   random_weights random;
   vision.load(weight_scope(random) / "vision_model");
 }
+
+TEST_CASE("generation_config.json supplies decoding defaults; bad fields name the file and field") {
+  const Blip2Config c = load_blip2_config(test::fixture("tiny-opt"));
+  const generation_options plain = load_generation_options(test::fixture("tiny-opt"), c);
+  CHECK(plain.eos_token_ids == std::vector<std::int64_t>{2});
+  CHECK(plain.pad_token_id == 1);
+  CHECK(plain.num_beams == 1);
+
+  test::temp_dir dir;
+  test::write_bytes(dir.file("generation_config.json"),
+                    R"({"num_beams": 5, "max_new_tokens": 30, "min_new_tokens": 8, "eos_token_id": [50118, 2], "length_penalty": -1,
+                        "early_stopping": "never", "max_length": 20})");
+  const generation_options hub = load_generation_options(dir.path.string(), c);
+  CHECK(hub.num_beams == 5);
+  CHECK(hub.max_new_tokens == 30);
+  CHECK(hub.min_new_tokens == 8);
+  CHECK(hub.eos_token_ids == std::vector<std::int64_t>{50118, 2});
+  CHECK(hub.length_penalty == -1.0f);
+  CHECK_FALSE(hub.early_stopping);
+
+  test::write_bytes(dir.file("generation_config.json"), R"({"num_beams": "five"})");
+  try {
+    (void)load_generation_options(dir.path.string(), c);
+    FAIL("accepted a string num_beams");
+  } catch (const config_error& e) {
+    CHECK(e.field() == "num_beams");
+    CHECK(e.file().find("generation_config.json") != std::string::npos);
+  }
+  test::write_bytes(dir.file("generation_config.json"), "{");
+  CHECK_THROWS_AS(load_generation_options(dir.path.string(), c), config_error);
+}

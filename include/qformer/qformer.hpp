@@ -13,11 +13,22 @@
 #include "backends/cpu/backend.hpp"
 #include "ops/ops.hpp"
 
+#include "generate/generation_config.hpp"
+#include "generate/logits_processors.hpp"
+#include "generate/options.hpp"
+#include "generate/search.hpp"
+
 #include "layers/attention.hpp"
+#include "layers/cached_attention.hpp"
+#include "layers/embedding.hpp"
+#include "layers/kv_cache.hpp"
 #include "layers/concepts.hpp"
 #include "layers/layer_norm.hpp"
 #include "layers/linear.hpp"
 #include "layers/mlp.hpp"
+#include "layers/opt_block.hpp"
+#include "layers/rms_norm.hpp"
+#include "layers/t5_block.hpp"
 #include "layers/qformer_block.hpp"
 #include "layers/vit_block.hpp"
 
@@ -26,7 +37,9 @@
 
 #include "models/blip2.hpp"
 #include "models/config.hpp"
+#include "models/opt.hpp"
 #include "models/qformer.hpp"
+#include "models/t5.hpp"
 #include "models/vision_encoder.hpp"
 
 #define QFORMER_VERSION_MAJOR 0
