@@ -190,4 +190,11 @@ tensor<T, D> to_device(const tensor<T, cpu>& host) {
   return out;
 }
 
+/// Moves a host tensor to device D: on the CPU it is the same tensor, elsewhere a copy.
+template <class T, class D>
+tensor<T, D> to_device(tensor<T, cpu>&& host) {
+  if constexpr (std::is_same_v<D, cpu>) return std::move(host);
+  else return to_device<T, D>(static_cast<const tensor<T, cpu>&>(host));
+}
+
 }  // namespace qformer

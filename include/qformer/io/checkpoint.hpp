@@ -49,8 +49,7 @@ class weight_scope {
   tensor<T, D> load(const std::string& leaf, const shape& expected) const {
     tensor<T, cpu> host(expected);
     source_->read(name(leaf), expected, safetensors_file::tag_of<T>(), host.data());
-    if constexpr (std::is_same_v<D, cpu>) return host;
-    else return to_device<T, D>(host);
+    return to_device<T, D>(std::move(host));
   }
   /// Reads leaf into existing host memory (expected.numel() elements of T).
   template <class T>

@@ -48,6 +48,15 @@ class mapped_file {
     if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
   }
 
+  /// Drops the pages wholly inside [offset, offset + length) from this process's memory (they are re-read from
+  /// the file if touched again). Loading calls it after converting each tensor, so resident memory holds the
+  /// converted weights, not the file as well.
+  void release(std::size_t offset, std::size_t length) const noexcept {
+    static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t begin = (offset + page - 1) / page * page, end = (offset + length) / page * page;
+    if (data_ && end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
+  }
+
   const std::string& path() const noexcept { return path_; }
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }

@@ -107,6 +107,7 @@ class safetensors_file {
   /// Copies tensor e into dst converted to `to` (dst holds e.dims.numel() elements of `to`).
   void read(const tensor_entry& e, dtype to, void* dst) const {
     detail::convert_elements(bytes(e), e.type, dst, to, static_cast<std::size_t>(e.dims.numel()), path(), e.name);
+    file_.release(static_cast<std::size_t>(data_ - file_.data()) + e.begin, e.end - e.begin);
   }
   /// Reads a whole tensor into a new host tensor of T (float, fp16, bf16 or int64_t).
   template <class T>

@@ -49,8 +49,8 @@ class Linear {
   void set(tensor<T> w, tensor<T> b) {
     if (!(w.shape() == shape{out_, in_})) throw shape_error("Linear::set: weight " + w.shape().str());
     if (has_bias_ && !(b.shape() == shape{out_})) throw shape_error("Linear::set: bias " + b.shape().str());
-    weight_ = to_device<T, D>(w);
-    if (has_bias_) bias_ = to_device<T, D>(b);
+    weight_ = to_device<T, D>(std::move(w));
+    if (has_bias_) bias_ = to_device<T, D>(std::move(b));
   }
 
   /// x (..., in) -> y (..., out). y must not overlap x.
