@@ -1,10 +1,15 @@
-# Finds qformer's header dependencies: Eigen 3.4, xsimd 8, nlohmann_json 3. Shared by the build and by the
-# installed qformerConfig.cmake.
+# Finds qformer's header dependencies: Eigen 3.4, xsimd 8, nlohmann_json 3, and stb_image (for
+# <qformer/io/image.hpp> only). Shared by the build and by the installed qformerConfig.cmake.
 #
 # Debian's xsimd CMake target asks the linker for -lxtl without finding it; an empty imported xtl target
 # satisfies it. Where the Debian packages are missing (the GPU machine), headers copied into a folder named by
 # QFORMER_VENDOR_DIR (default: <source>/.vendor) with include/eigen3, include/xsimd and include/nlohmann are
 # used instead.
+#
+# stb has no CMake package: stb_image.h is looked up with find_path (Debian's libstb-dev puts it in
+# /usr/include/stb/, the vendor folder in include/stb/) and exposed as the imported INTERFACE target
+# qformer::stb_image, which qformer::qformer links. Without stb the target is empty and everything but
+# <qformer/io/image.hpp> works; that header then stops with an #error saying what to install.
 
 macro(qformer_find_dependencies)
   if(NOT TARGET xtl)
@@ -27,6 +32,16 @@ macro(qformer_find_dependencies)
   if(NOT TARGET nlohmann_json::nlohmann_json AND EXISTS "${QFORMER_VENDOR_DIR}/include/nlohmann")
     add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)
     set_target_properties(nlohmann_json::nlohmann_json PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${QFORMER_VENDOR_DIR}/include")
+  endif()
+  if(NOT TARGET qformer::stb_image)
+    find_path(QFORMER_STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb PATHS "${QFORMER_VENDOR_DIR}/include"
+      DOC "Folder holding stb_image.h (Debian: /usr/include/stb)")
+    add_library(qformer::stb_image INTERFACE IMPORTED)
+    if(QFORMER_STB_INCLUDE_DIR)
+      set_target_properties(qformer::stb_image PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${QFORMER_STB_INCLUDE_DIR}")
+    else()
+      message(STATUS "qformer: stb_image.h not found; <qformer/io/image.hpp> needs it (apt-get install libstb-dev)")
+    endif()
   endif()
   foreach(_qformer_target Eigen3::Eigen xsimd nlohmann_json::nlohmann_json)
     if(NOT TARGET ${_qformer_target})
