@@ -4,8 +4,11 @@
 
 #include <qformer/io/safetensors.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <set>
+#include <sstream>
 #include <cstdio>
 #include <sys/wait.h>
 
@@ -18,8 +21,9 @@ struct run_result {
   std::string out;  // stdout and stderr together
 };
 
-run_result run(const std::string& args) {
-  const std::string cmd = std::string(QFORMER_CLI) + " " + args + " 2>&1";
+/// Runs the CLI; its stdout (and stderr too, unless `merge_stderr` is false) come back.
+run_result run(const std::string& args, bool merge_stderr = true) {
+  const std::string cmd = std::string(QFORMER_CLI) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
   std::string out;
@@ -56,6 +60,81 @@ TEST_CASE("qformer dump reproduces every reference tensor of every generation fi
       }
     }
   }
+}
+
+TEST_CASE("qformer caption and vqa on Hub-shaped folders answer exactly as transformers' processor + generate") {
+  // tests/data/tiny-{opt,t5}-hub: sharded weights, image_token_index, generation_config.json, processor_config.json,
+  // tokenizer.json, all written by transformers (tools/make_pipeline_reference.py), and its recorded answers.
+  for (const char* name : {"tiny-opt-hub", "tiny-t5-hub"}) {
+    const std::string folder = test::fixture(name);
+    std::ifstream in(folder + "/pipeline_reference.json");
+    const nlohmann::json reference = nlohmann::json::parse(in);
+    const std::string image = folder + "/" + reference["image"].get<std::string>();
+    for (const auto& c : reference["cases"]) {
+      const std::string prompt = c["prompt"].get<std::string>();
+      const auto& o = c["options"];
+      std::string args;
+      const std::string question_prefix = "Question: ", answer_suffix = " Answer:";
+      if (prompt.rfind(question_prefix, 0) == 0)
+        args = "vqa --question \"" + prompt.substr(question_prefix.size(), prompt.size() - question_prefix.size() - answer_suffix.size()) + "\"";
+      else
+        args = "caption" + (prompt.empty() ? std::string() : " --prompt \"" + prompt + "\"");
+      args += " --model " + folder + " --image " + image + " --json --max-new-tokens " + std::to_string(o["max_new_tokens"].get<int>());
+      if (o.contains("num_beams")) args += " --beams " + std::to_string(o["num_beams"].get<int>());
+      if (o.contains("length_penalty")) args += " --length-penalty " + std::to_string(o["length_penalty"].get<double>());
+      if (o.contains("repetition_penalty")) args += " --repetition-penalty " + std::to_string(o["repetition_penalty"].get<double>());
+      CAPTURE(args);
+      const run_result r = run(args);
+      CAPTURE(r.out);
+      REQUIRE(r.status == 0);
+      const nlohmann::json got = nlohmann::json::parse(r.out);
+      CHECK(got["ids"] == c["ids"]);
+      CHECK(got[prompt.rfind(question_prefix, 0) == 0 ? "answer" : "caption"] == c["text"]);
+    }
+    // The first case is what `qformer caption` does with nothing but the folder and the image.
+    const run_result plain = run("caption --model " + folder + " --image " + image);
+    CHECK(plain.status == 0);
+    CHECK(plain.out == reference["cases"][0]["text"].get<std::string>() + "\n");
+  }
+}
+
+TEST_CASE("qformer caption over a folder prints one JSON line per image and reports bad images without stopping") {
+  test::temp_dir dir;
+  const std::string image = test::fixture("images/pattern.png");
+  std::filesystem::copy_file(image, dir.file("a.png"));
+  std::filesystem::copy_file(image, dir.file("c.png"));
+  test::write_bytes(dir.file("b.png"), "not a png");
+  const run_result r = run("caption --model " + test::fixture("tiny-opt-hub") + " --image " + dir.path.string() + " --max-new-tokens 4", false);
+  CAPTURE(r.out);
+  CHECK(r.status == 1);  // one image failed
+  std::istringstream lines(r.out);
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(lines, line);) rows.push_back(nlohmann::json::parse(line));
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0]["caption"] == rows[2]["caption"]);
+  CHECK(rows[1].contains("error"));
+  CHECK(rows[1]["error"].get<std::string>().find("b.png") != std::string::npos);
+  // A list file names images relative to itself.
+  test::write_bytes(dir.file("list.txt"), "a.png\nc.png\n");
+  const run_result listed = run("caption --model " + test::fixture("tiny-opt-hub") + " --image " + dir.file("list.txt") + " --max-new-tokens 4", false);
+  CHECK(listed.status == 0);
+  CHECK(std::count(listed.out.begin(), listed.out.end(), '\n') == 2);
+}
+
+TEST_CASE("qformer tokenize prints the ids as one JSON array") {
+  const run_result r = run("tokenize --tokenizer " + test::fixture("tiny-opt-hub") + " --text \"a photo of\"");
+  CHECK(r.status == 0);
+  std::ifstream in(test::fixture("tiny-opt-hub/pipeline_reference.json"));
+  const nlohmann::json reference = nlohmann::json::parse(in);
+  // The processor's ids for "a photo of" are 6 <image> placeholders followed by the tokenizer's encoding.
+  nlohmann::json expected = nlohmann::json::array();
+  for (const auto& c : reference["cases"])
+    if (c["prompt"] == "a photo of") {
+      for (std::size_t i = 6; i < c["prompt_ids"].size(); ++i) expected.push_back(c["prompt_ids"][i]);
+      break;
+    }
+  CHECK(nlohmann::json::parse(r.out) == expected);
+  CHECK(run("tokenize --tokenizer /nonexistent --text x").status == 1);
 }
 
 TEST_CASE("qformer inspect summarises a model folder") {

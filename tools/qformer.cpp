@@ -1,25 +1,34 @@
-// The qformer command-line program.
-//
-//   qformer --help
-//   qformer inspect --model DIR
-//   qformer dump --model DIR --inputs IN.safetensors --out OUT.safetensors [--new-tokens N] [--dtype f32|bf16|f16]
+// The qformer command-line program: caption, vqa, tokenize, inspect, dump (see usage_text).
 //
 // `dump`'s contract is fixed: tests and users verify conversions with it. It reads pixel_values (F32 [B,3,H,W])
 // and writes, under the names of the reference folders, every tensor the model supports.
 
+#include <qformer/pipeline.hpp>
 #include <qformer/qformer.hpp>
 
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 namespace {
 
 constexpr const char* usage_text = R"(qformer — BLIP-2 and the Q-Former in C++
 
 usage:
+  qformer caption --model DIR --image PATH [generation options] [--prompt TEXT]
+      Captions an image. PATH may also be a folder (every .png / .jpg / .jpeg in it) or a list file (.txt, one
+      image path per line): then one JSON line per image goes to stdout and a progress bar to stderr.
+  qformer vqa --model DIR --image PATH --question TEXT [generation options]
+      Answers a question about an image (prompt "Question: {q} Answer:"); PATH as for caption.
+  qformer tokenize --tokenizer FILE_OR_DIR --text TEXT
+      Prints the token ids of TEXT as one JSON array (special tokens added as the tokenizer's post-processor does).
   qformer inspect --model DIR
       Config summary, tensor count, bytes and dtypes of a Hub-style BLIP-2 folder.
   qformer dump --model DIR --inputs IN.safetensors --out OUT.safetensors [--new-tokens N] [--dtype f32|bf16|f16]
@@ -32,6 +41,11 @@ usage:
       early stopping) produce exactly --new-tokens tokens (default 20).
   qformer --help | --version
 
+generation options (defaults: the folder's generation_config.json, else greedy, 20 new tokens):
+  --beams N  --max-new-tokens N  --min-new-tokens N  --length-penalty X  --repetition-penalty X
+  --sample  --top-k N  --top-p X  --temperature X  --seed N
+  --dtype f32|bf16|f16 (default f32)  --threads N  --batch-size N (images per forward pass, default 8)  --json
+
 Errors print one line on stderr and exit with status 1 (2 for a bad command line).
 )";
 
@@ -40,18 +54,58 @@ struct usage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// "--name value" pairs after the subcommand.
-std::map<std::string, std::string> parse_options(int argc, char** argv, int first, const std::vector<std::string>& known) {
+/// "--name value" pairs (and bare "--flag"s) after the subcommand.
+std::map<std::string, std::string> parse_options(int argc, char** argv, int first, const std::vector<std::string>& known,
+                                                 const std::vector<std::string>& flags = {}) {
   std::map<std::string, std::string> out;
   for (int i = first; i < argc; ++i) {
     std::string key = argv[i];
     if (key.rfind("--", 0) != 0) throw usage_error("unexpected argument '" + key + "'");
     key = key.substr(2);
+    if (std::find(flags.begin(), flags.end(), key) != flags.end()) {
+      out[key] = "1";
+      continue;
+    }
     if (std::find(known.begin(), known.end(), key) == known.end()) throw usage_error("unknown option '--" + key + "'");
     if (i + 1 >= argc) throw usage_error("option '--" + key + "' needs a value");
     out[key] = argv[++i];
   }
   return out;
+}
+
+/// An integer option in [lo, hi].
+long long integer_option(const std::map<std::string, std::string>& opts, const std::string& key, long long fallback, long long lo,
+                         long long hi) {
+  auto it = opts.find(key);
+  if (it == opts.end()) return fallback;
+  const std::string& v = it->second;
+  std::size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || x < lo || x > hi)
+    throw usage_error("--" + key + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v + "'");
+  return x;
+}
+
+/// A number option in [lo, hi].
+float number_option(const std::map<std::string, std::string>& opts, const std::string& key, float fallback, double lo, double hi) {
+  auto it = opts.find(key);
+  if (it == opts.end()) return fallback;
+  const std::string& v = it->second;
+  std::size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || !(x >= lo && x <= hi))
+    throw usage_error("--" + key + " must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v + "'");
+  return static_cast<float>(x);
 }
 
 std::string required(const std::map<std::string, std::string>& opts, const std::string& key) {
@@ -178,6 +232,138 @@ int dump_as(const std::string& dir, const std::string& inputs_path, const std::s
   return 0;
 }
 
+/// The image paths PATH stands for: the file itself, every .png / .jpg / .jpeg of a folder (sorted), or the
+/// lines of a .txt list file (relative paths taken from the list's folder). `batch` is set for the last two.
+std::vector<std::string> image_paths(const std::string& path, bool& batch) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<std::string> out;
+  batch = false;
+  if (fs::is_directory(path, ec)) {
+    batch = true;
+    for (const auto& e : fs::directory_iterator(path, ec)) {
+      std::string ext = e.path().extension().string();
+      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+      if (e.is_regular_file(ec) && (ext == ".png" || ext == ".jpg" || ext == ".jpeg")) out.push_back(e.path().string());
+    }
+    std::sort(out.begin(), out.end());
+    if (out.empty()) throw qformer::load_error(path, "no .png, .jpg or .jpeg files in this folder");
+  } else if (fs::path(path).extension() == ".txt") {
+    batch = true;
+    std::ifstream in(path);
+    if (!in) throw qformer::load_error(path, "cannot open the image list");
+    std::string line;
+    while (std::getline(in, line)) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      if (line.empty()) continue;
+      fs::path p(line);
+      out.push_back(p.is_absolute() ? line : (fs::path(path).parent_path() / p).string());
+    }
+    if (out.empty()) throw qformer::load_error(path, "the image list is empty");
+  } else {
+    out.push_back(path);
+  }
+  return out;
+}
+
+/// JSON string literal.
+std::string quoted(const std::string& s) { return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+/// "\r[#####     ] 3/10  1.2 s/image" on stderr.
+void progress(std::size_t done, std::size_t total, double seconds) {
+  const int width = 30, filled = int(double(width) * double(done) / double(total));
+  std::fprintf(stderr, "\r[%s%s] %zu/%zu  %.2f s/image", std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(), done,
+               total, done ? seconds / double(done) : 0.0);
+  if (done == total) std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
+qformer::generation_options generation_from(const std::map<std::string, std::string>& o, qformer::generation_options g) {
+  g.num_beams = integer_option(o, "beams", g.num_beams, 1, 256);
+  g.max_new_tokens = integer_option(o, "max-new-tokens", g.max_new_tokens, 0, 100000);
+  g.min_new_tokens = integer_option(o, "min-new-tokens", std::min(g.min_new_tokens, g.max_new_tokens), 0, g.max_new_tokens);
+  g.length_penalty = number_option(o, "length-penalty", g.length_penalty, -1e6, 1e6);
+  g.repetition_penalty = number_option(o, "repetition-penalty", g.repetition_penalty, 1e-6, 1e6);
+  if (o.count("sample")) g.do_sample = true;
+  g.top_k = integer_option(o, "top-k", g.top_k, 0, 1 << 24);
+  g.top_p = number_option(o, "top-p", g.top_p, 1e-6, 1.0);
+  g.temperature = number_option(o, "temperature", g.temperature, 1e-6, 1e6);
+  g.seed = static_cast<std::uint64_t>(integer_option(o, "seed", static_cast<long long>(g.seed), 0, std::numeric_limits<long long>::max()));
+  if (g.do_sample && g.num_beams > 1) throw usage_error("--sample works with --beams 1 only");
+  return g;
+}
+
+/// caption and vqa: one image prints its text (or a JSON object with --json); a folder or list prints JSON lines.
+template <class T>
+int generate_text(const std::map<std::string, std::string>& opts, const std::string& prompt, const std::string& question) {
+  using namespace qformer;
+  const auto pipe = Blip2Pipeline<T>::from_pretrained(required(opts, "model"));
+  const generation_options options = generation_from(opts, pipe.defaults());
+  bool batch = false;
+  const std::vector<std::string> paths = image_paths(required(opts, "image"), batch);
+  const std::size_t chunk = static_cast<std::size_t>(integer_option(opts, "batch-size", 8, 1, 1024));
+  const bool json = batch || opts.count("json");
+  context<cpu> ctx;
+  int failures = 0;
+  const auto start = std::chrono::steady_clock::now();
+  auto print = [&](const std::string& path, const generated_text* g, const std::string* error) {
+    if (!json) {
+      std::printf("%s\n", g->text.c_str());
+      return;
+    }
+    std::string line = "{\"image\": " + quoted(path);
+    if (!question.empty()) line += ", \"question\": " + quoted(question);
+    if (g) line += std::string(question.empty() ? ", \"caption\": " : ", \"answer\": ") + quoted(g->text) + ", \"ids\": " + nlohmann::json(g->ids).dump();
+    if (error) line += ", \"error\": " + quoted(*error);
+    std::printf("%s}\n", line.c_str());
+    std::fflush(stdout);
+  };
+  for (std::size_t first = 0; first < paths.size(); first += chunk) {
+    const std::size_t last = std::min(paths.size(), first + chunk);
+    std::vector<rgb_image> images;
+    std::vector<std::string> errors(last - first);  // per path: empty, or why it could not be read
+    for (std::size_t i = first; i < last; ++i) {
+      try {
+        images.push_back(load_image(paths[i]));
+      } catch (const qformer::error& e) {
+        if (!batch) throw;
+        errors[i - first] = e.what();
+        ++failures;
+      }
+    }
+    const auto results = pipe.generate(ctx, images, prompt, options);
+    for (std::size_t i = first, next = 0; i < last; ++i)  // in input order
+      if (errors[i - first].empty()) print(paths[i], &results[next++], nullptr);
+      else print(paths[i], nullptr, &errors[i - first]);
+    if (batch) progress(last, paths.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return failures ? 1 : 0;
+}
+
+int caption_or_vqa(int argc, char** argv, bool vqa) {
+  std::vector<std::string> known = {"model", "image", "beams", "max-new-tokens", "min-new-tokens", "length-penalty",
+                                    "repetition-penalty", "top-k", "top-p", "temperature", "seed", "dtype", "threads", "batch-size"};
+  known.push_back(vqa ? "question" : "prompt");
+  const auto opts = parse_options(argc, argv, 2, known, {"sample", "json"});
+  const std::string question = vqa ? required(opts, "question") : "";
+  const std::string prompt = vqa ? qformer::Blip2Pipeline<float>::vqa_prompt(question) : (opts.count("prompt") ? opts.at("prompt") : "");
+  if (opts.count("threads")) Eigen::setNbThreads(static_cast<int>(integer_option(opts, "threads", 1, 1, 1024)));
+  const std::string dt = opts.count("dtype") ? opts.at("dtype") : "f32";
+  if (dt == "f32") return generate_text<float>(opts, prompt, question);
+  if (dt == "bf16") return generate_text<qformer::bf16>(opts, prompt, question);
+  if (dt == "f16") return generate_text<qformer::fp16>(opts, prompt, question);
+  throw usage_error("--dtype must be f32, bf16 or f16, got '" + dt + "'");
+}
+
+int tokenize(const std::map<std::string, std::string>& opts) {
+  namespace fs = std::filesystem;
+  const std::string source = required(opts, "tokenizer"), text = required(opts, "text");
+  std::error_code ec;
+  const qformer::tokenizer tok = fs::is_directory(source, ec) ? qformer::tokenizer::from_folder(source) : qformer::tokenizer::from_file(source);
+  std::printf("%s\n", nlohmann::json(tok.encode(text, true)).dump().c_str());
+  return 0;
+}
+
 int dump(const std::map<std::string, std::string>& opts) {
   const std::string dir = required(opts, "model"), in = required(opts, "inputs"), out = required(opts, "out");
   qformer::index_t new_tokens = 20;
@@ -211,6 +397,9 @@ int main(int argc, char** argv) {
       std::printf("qformer %d.%d.%d\n", QFORMER_VERSION_MAJOR, QFORMER_VERSION_MINOR, QFORMER_VERSION_PATCH);
       return 0;
     }
+    if (cmd == "caption") return caption_or_vqa(argc, argv, false);
+    if (cmd == "vqa") return caption_or_vqa(argc, argv, true);
+    if (cmd == "tokenize") return tokenize(parse_options(argc, argv, 2, {"tokenizer", "text"}));
     if (cmd == "inspect") return inspect(parse_options(argc, argv, 2, {"model"}));
     if (cmd == "dump") return dump(parse_options(argc, argv, 2, {"model", "inputs", "out", "new-tokens", "dtype"}));
     throw usage_error("unknown command '" + cmd + "' (try qformer --help)");

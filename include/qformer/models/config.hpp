@@ -91,6 +91,7 @@ struct T5Config {
   bool tie_word_embeddings = true;
   bool scale_decoder_outputs = true;  // d_model^-0.5 before a tied head (transformers 5's name for that rule)
   std::int64_t decoder_start_token_id = 0, eos_token_id = 1, pad_token_id = 0;
+  std::int64_t bos_token_id = 1;  // what BLIP-2 feeds for an empty prompt (its conversion sets 1, "</s>")
 
   index_t inner_dim() const { return num_heads * d_kv; }
 };
@@ -286,6 +287,7 @@ inline T5Config parse_t5_config(const json_fields& f) {
   c.decoder_start_token_id = f.integer("decoder_start_token_id", c.decoder_start_token_id, 0, c.vocab_size - 1);
   c.eos_token_id = f.integer("eos_token_id", c.eos_token_id, 0, c.vocab_size - 1);
   c.pad_token_id = f.integer("pad_token_id", c.pad_token_id, 0, c.vocab_size - 1);
+  c.bos_token_id = f.integer("bos_token_id", c.eos_token_id, 0, c.vocab_size - 1);
   return c;
 }
 

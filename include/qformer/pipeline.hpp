@@ -1,0 +1,107 @@
+#pragma once
+/// \file
+/// Blip2Pipeline: a Hub-shaped BLIP-2 folder ready to caption and answer questions — the model, its tokenizer
+/// (tokenizer.json, or vocab.json + merges.txt / vocab.txt), its image processor (preprocessor_config.json) and
+/// its generation defaults (config.json + generation_config.json). Includes stb (image decoding): include it
+/// where you need it, not everywhere.
+///
+///   auto pipe = qformer::Blip2Pipeline<>::from_pretrained("blip2-opt-2.7b");
+///   qformer::context<qformer::cpu> ctx;
+///   std::string caption = pipe.caption(ctx, qformer::load_image("cat.jpg"));
+
+#include "io/image.hpp"
+#include "io/image_processor.hpp"
+#include "io/tokenizer.hpp"
+#include "qformer.hpp"
+
+#include <span>
+#include <string>
+#include <vector>
+
+namespace qformer {
+
+/// One generated answer: the text (special tokens skipped, whitespace trimmed) and its token ids (EOS and
+/// padding removed).
+struct generated_text {
+  std::string text;
+  std::vector<std::int64_t> ids;
+};
+
+template <class T = float>
+class Blip2Pipeline {
+ public:
+  Blip2Pipeline(Blip2<T> model, tokenizer tok, BlipImageProcessor processor, generation_options defaults)
+      : model_(std::move(model)), tokenizer_(std::move(tok)), processor_(std::move(processor)), defaults_(std::move(defaults)) {}
+
+  /// Loads everything from one folder. Throws load_error / config_error naming the file that is missing or bad.
+  static Blip2Pipeline from_pretrained(const std::string& folder) {
+    Blip2<T> model = Blip2<T>::from_pretrained(folder);
+    if (!model.has_language_projection())
+      throw invalid_argument(folder + ": a retrieval checkpoint (" + model.config().architecture + ") has no language model to generate with");
+    generation_options defaults = load_generation_options(folder, model.config());
+    return Blip2Pipeline(std::move(model), tokenizer::from_folder(folder), BlipImageProcessor::from_pretrained(folder), defaults);
+  }
+
+  const Blip2<T>& model() const noexcept { return model_; }
+  const tokenizer& text_tokenizer() const noexcept { return tokenizer_; }
+  const BlipImageProcessor& image_processor() const noexcept { return processor_; }
+  /// Decoding settings from the folder (special tokens, generation_config.json); copy and adjust per call.
+  const generation_options& defaults() const noexcept { return defaults_; }
+
+  /// The language model's prompt ids for `batch` copies of `prompt`: the tokenizer's encoding with its special
+  /// tokens (OPT prepends "</s>", T5 appends it), or the text model's BOS alone for an empty prompt; with
+  /// image_token_index set, preceded by one placeholder per query as transformers' processor does.
+  token_batch prompt_ids(const std::string& prompt, index_t batch) const {
+    std::vector<std::int64_t> ids = tokenizer_.encode(prompt, true);
+    const TextConfig& text = model_.config().text;
+    if (ids.empty()) ids.push_back(text.model_type == "t5" ? text.t5.bos_token_id : text.opt.bos_token_id);
+    if (const auto image_token = model_.config().image_token_index)
+      ids.insert(ids.begin(), static_cast<std::size_t>(model_.config().num_query_tokens), *image_token);
+    std::vector<std::int64_t> all;
+    for (index_t b = 0; b < batch; ++b) all.insert(all.end(), ids.begin(), ids.end());
+    return token_batch::unpadded(batch, static_cast<index_t>(ids.size()), std::move(all));
+  }
+
+  /// Generates for every image with the same prompt (empty: plain captioning), as one batch.
+  std::vector<generated_text> generate(context<cpu>& ctx, std::span<const rgb_image> images, const std::string& prompt,
+                                       const generation_options& options) const {
+    if (images.empty()) return {};
+    typename context<cpu>::scope scope(ctx);
+    const tensor<float> pixels = processor_(images);  // (B, 3, S, S)
+    const image_features<T, cpu> f = model_.encode_image(ctx, pixels.get());
+    const generation_result r = model_.generate(ctx, f.language_projection, prompt_ids(prompt, pixels.shape()[0]), options);
+    std::vector<generated_text> out;
+    for (index_t b = 0; b < r.batch; ++b) {
+      generated_text g;
+      for (std::int64_t id : r.row(b)) {
+        if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), id) != options.eos_token_ids.end()) break;
+        g.ids.push_back(id);
+      }
+      g.text = trim(tokenizer_.decode(g.ids, true));
+      out.push_back(std::move(g));
+    }
+    return out;
+  }
+
+  /// The caption of one image (optionally continuing `prompt`, e.g. "a photo of"), with the folder's defaults.
+  std::string caption(context<cpu>& ctx, const rgb_image& image, const std::string& prompt = "") const {
+    return generate(ctx, std::span<const rgb_image>(&image, 1), prompt, defaults_).front().text;
+  }
+
+  /// BLIP-2's zero-shot VQA prompt.
+  static std::string vqa_prompt(const std::string& question) { return "Question: " + question + " Answer:"; }
+
+ private:
+  static std::string trim(const std::string& s) {
+    const auto begin = s.find_first_not_of(" \t\r\n");
+    if (begin == std::string::npos) return {};
+    return s.substr(begin, s.find_last_not_of(" \t\r\n") - begin + 1);
+  }
+
+  Blip2<T> model_;
+  tokenizer tokenizer_;
+  BlipImageProcessor processor_;
+  generation_options defaults_;
+};
+
+}  // namespace qformer
