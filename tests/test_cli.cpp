@@ -167,6 +167,20 @@ TEST_CASE("qformer: help, usage errors (status 2) and load errors (status 1, one
   CHECK(bad_inputs.out.find("in.safetensors") != std::string::npos);
 }
 
+TEST_CASE("the README's caption example prints transformers' caption") {
+  const std::string folder = test::fixture("tiny-opt-hub");
+  std::ifstream in(folder + "/pipeline_reference.json");
+  const nlohmann::json reference = nlohmann::json::parse(in);
+  const std::string cmd = std::string(QFORMER_EXAMPLE_CAPTION) + " " + folder + " " + test::fixture("images/pattern.png");
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  CHECK(::pclose(p) == 0);
+  CHECK(out == reference["cases"][0]["text"].get<std::string>() + "\n");
+}
+
 TEST_CASE("the custom Q-Former example loads stock weights and runs") {
   const std::string cmd = std::string(QFORMER_EXAMPLE_CUSTOM) + " " + test::fixture("tiny-opt") + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
