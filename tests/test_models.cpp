@@ -336,3 +336,21 @@ TEST_CASE("generation_config.json supplies decoding defaults; bad fields name th
   test::write_bytes(dir.file("generation_config.json"), "{");
   CHECK_THROWS_AS(load_generation_options(dir.path.string(), c), config_error);
 }
+
+TEST_CASE("image-text retrieval matches transformers: ITM logits, ITC similarities and embeddings") {
+  const std::string folder = test::fixture("tiny-retrieval");
+  const safetensors_file ref(folder + "/reference.safetensors");
+  std::vector<std::string> unused;
+  const auto model = Blip2ForImageTextRetrieval<float>::from_pretrained(folder, &unused);
+  CHECK(unused.empty());
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  view<float> image = model.vision()(ctx, ref.load<float>("pixel_values").get());
+  const index_t B = ref.at("input_ids").dims[0], T = ref.at("input_ids").dims[1];
+  const token_batch text{B, T, ids_of(ref, "input_ids"), ids_of(ref, "attention_mask")};
+  test::check_against_reference(ref, "itm_logits", model.itm_logits(ctx, image, text));
+  view<float> image_feats = model.image_features(ctx, image), text_feats = model.text_features(ctx, text);
+  test::check_against_reference(ref, "itc_image_embeds", image_feats);
+  test::check_against_reference(ref, "itc_text_embeds", text_feats);
+  test::check_against_reference(ref, "itc_logits_per_image", model.similarity(ctx, image_feats, text_feats));
+}

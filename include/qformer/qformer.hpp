@@ -39,6 +39,7 @@
 #include "models/config.hpp"
 #include "models/opt.hpp"
 #include "models/qformer.hpp"
+#include "models/retrieval.hpp"
 #include "models/t5.hpp"
 #include "models/vision_encoder.hpp"
 

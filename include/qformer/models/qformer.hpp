@@ -48,7 +48,7 @@ class QFormer {
     for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].load(s / "encoder.layer" / static_cast<index_t>(i));
   }
 
-  /// image_embeds (B, Li, C_vision) -> last_hidden_state (B, Q, C).
+  /// image_embeds (B, Li, C_vision) -> last_hidden_state (B, Q, C): the learned queries alone.
   void forward(context<D>& ctx, view<const T, D> image_embeds, view<T, D> out) const {
     if (image_embeds.rank() != 3 || image_embeds.dim(2) != cfg_.encoder_hidden_size)
       throw shape_error("QFormer: image embeddings " + image_embeds.shape().str() + " must be (B, L, " +
@@ -59,16 +59,30 @@ class QFormer {
     view<T, D> x = ctx.template alloc<T>(out.shape());
     view<const T, D> q = queries_.get().reshape({num_queries_, cfg_.hidden_size});
     for (index_t b = 0; b < B; ++b) ops::copy<T, D>(ctx, q, x[b]);
-    ln_.forward(ctx, x, x);
-    view<T, D> spare = ctx.template alloc<T>(out.shape());
+    encode(ctx, x, num_queries_, {}, image_embeds, out);
+  }
+
+  /// The general Q-Former pass (Blip2QFormerModel.forward): embeddings (B, L, C) — queries first, then text —
+  /// go through the input layer norm and every block. The first `query_length` positions cross-attend to
+  /// `image_embeds` (B, Li, C_vision; may be empty when query_length is 0); `self_mask` is additive float
+  /// (B, 1 | L, L) or empty. -> out (B, L, C). out may not overlap embeddings.
+  void encode(context<D>& ctx, view<const T, D> embeddings, index_t query_length, view<const float, D> self_mask,
+              view<const T, D> image_embeds, view<T, D> out) const {
+    if (embeddings.rank() != 3 || embeddings.dim(2) != cfg_.hidden_size || !(out.shape() == embeddings.shape()))
+      throw shape_error("QFormer: embeddings " + embeddings.shape().str() + " / output " + out.shape().str());
+    typename context<D>::scope scope(ctx);
+    view<T, D> x = ctx.template alloc<T>(embeddings.shape());
+    ln_.forward(ctx, embeddings, x);
+    view<T, D> spare = ctx.template alloc<T>(embeddings.shape());
     view<T, D> cur = x;
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       view<T, D> next = (i + 1 == blocks_.size()) ? out : (cur.data() == x.data() ? spare : x);
-      blocks_[i].forward(ctx, cur, image_embeds, num_queries_, {}, next);
+      blocks_[i].forward(ctx, cur, image_embeds, query_length, self_mask, next);
       cur = next;
     }
     if (blocks_.empty()) ops::copy<T, D>(ctx, x, out);
   }
+
   view<T, D> operator()(context<D>& ctx, view<const T, D> image_embeds) const {
     view<T, D> out = ctx.template alloc<T>({image_embeds.dim(0), num_queries_, cfg_.hidden_size});
     forward(ctx, image_embeds, out);
