@@ -36,7 +36,7 @@ run_result run(const std::string& args, bool merge_stderr = true) {
 }  // namespace
 
 TEST_CASE("qformer dump reproduces every reference tensor of every generation fixture") {
-  for (const char* name : {"tiny-opt", "tiny-opt-hub-layout", "tiny-t5", "tiny-opt-sharded", "tiny-t5-seed7"}) {
+  for (const char* name : {"tiny-opt", "tiny-opt-hub-layout", "tiny-t5", "tiny-opt-sharded", "tiny-t5-seed7", "tiny-retrieval"}) {
     CAPTURE(name);
     test::temp_dir dir;
     const std::string folder = test::fixture(name);
@@ -45,7 +45,8 @@ TEST_CASE("qformer dump reproduces every reference tensor of every generation fi
     CAPTURE(r.out);
     REQUIRE(r.status == 0);
     const safetensors_file out(dir.file("out.safetensors")), ref(folder + "/reference.safetensors");
-    const std::set<std::string> inputs = {"pixel_values", "prompt_ids", "padded_prompt_ids", "padded_prompt_mask"};
+    const std::set<std::string> inputs = {"pixel_values", "prompt_ids", "padded_prompt_ids", "padded_prompt_mask", "input_ids",
+                                          "attention_mask"};
     for (const tensor_entry& e : ref.entries()) {
       if (inputs.count(e.name)) continue;
       CAPTURE(e.name);
@@ -119,6 +120,42 @@ TEST_CASE("qformer caption over a folder prints one JSON line per image and repo
   const run_result listed = run("caption --model " + test::fixture("tiny-opt-hub") + " --image " + dir.file("list.txt") + " --max-new-tokens 4", false);
   CHECK(listed.status == 0);
   CHECK(std::count(listed.out.begin(), listed.out.end(), '\n') == 2);
+}
+
+TEST_CASE("qformer match and rank score image-text pairs as transformers' retrieval model does") {
+  const std::string folder = test::fixture("tiny-retrieval-hub");
+  std::ifstream in(folder + "/pipeline_reference.json");
+  const nlohmann::json reference = nlohmann::json::parse(in);
+  std::string texts;
+  for (const auto& t : reference["texts"]) texts += " \"" + t.get<std::string>() + "\"";
+  std::string images;
+  for (const auto& i : reference["images"]) images += " " + folder + "/" + i.get<std::string>();
+  for (std::size_t i = 0; i < reference["images"].size(); ++i) {
+    std::string args = "match --model " + folder + " --image " + folder + "/" + reference["images"][i].get<std::string>();
+    for (const auto& t : reference["texts"]) args += " --text \"" + t.get<std::string>() + "\"";
+    const run_result r = run(args, false);
+    CAPTURE(r.out);
+    REQUIRE(r.status == 0);
+    std::istringstream lines(r.out);
+    std::size_t t = 0;
+    for (std::string line; std::getline(lines, line); ++t) {
+      const nlohmann::json got = nlohmann::json::parse(line);
+      CHECK(got["itm_probability"].get<double>() == doctest::Approx(reference["itm_probability"][i][t].get<double>()).epsilon(1e-4));
+      CHECK(got["itc_score"].get<double>() == doctest::Approx(reference["itc_similarity"][i][t].get<double>()).epsilon(1e-4));
+    }
+    CHECK(t == reference["texts"].size());
+  }
+  const run_result r = run("rank --model " + folder + " --images" + images + " --texts" + texts + " --top-k 2", false);
+  CAPTURE(r.out);
+  REQUIRE(r.status == 0);
+  const nlohmann::json got = nlohmann::json::parse(r.out);
+  for (std::size_t i = 0; i < reference["images"].size(); ++i) {
+    for (std::size_t t = 0; t < reference["texts"].size(); ++t)
+      CHECK(got["similarity"][i][t].get<double>() == doctest::Approx(reference["itc_similarity"][i][t].get<double>()).epsilon(1e-4));
+    REQUIRE(got["top"][i].size() == 2);
+    CHECK(got["top"][i][0]["score"].get<double>() >= got["top"][i][1]["score"].get<double>());
+  }
+  CHECK(run("rank --model " + folder + " --images" + images).status == 2);
 }
 
 TEST_CASE("qformer tokenize prints the ids as one JSON array") {

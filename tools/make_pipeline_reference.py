@@ -4,7 +4,7 @@
 A Hub folder for captioning holds more than weights: config.json with image_token_index,
 generation_config.json, preprocessor_config.json, tokenizer files and sharded safetensors.
 This script makes such a folder for a tiny random OPT (and Flan-T5) BLIP-2 whose tokenizer is a
-real byte-level BPE (Unigram for T5) tokenizer, saves it with transformers' own save_pretrained
+real byte-level BPE (Unigram for T5) tokenizer, and a retrieval folder (WordPiece, ITM / ITC), saves it with transformers' own save_pretrained
 (model and Blip2Processor), renders a test image, and records what
 
     processor(images=image, text=prompt) -> model.generate(...) -> processor.batch_decode(new tokens)
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 from tokenizers import Tokenizer, processors
-from transformers import (Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor,
-                          PreTrainedTokenizerFast)
+from transformers import (Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor,
+                          BlipImageProcessor, PreTrainedTokenizerFast)
 
 sys.path.insert(0, str(Path(__file__).parent))
 import make_reference as ref  # noqa: E402  (build_config, randomize_weights, fill_size_defaults)
@@ -60,6 +60,54 @@ def t5_tokenizer() -> PreTrainedTokenizerFast:
     eos = tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def bert_tokenizer() -> PreTrainedTokenizerFast:
+    """The shared WordPiece tokenizer with BERT's post-processing ("[CLS] $A [SEP]"), as blip2-itm-vit-g's."""
+    tok = Tokenizer.from_file(str(SHARED_TOKENIZERS / "wordpiece_tokenizer.json"))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+                                   unk_token="[UNK]", mask_token="[MASK]", padding_side="right")
+
+
+def build_retrieval_folder(out: Path, seed: int) -> tuple:
+    tokenizer = bert_tokenizer()
+    image_processor = BlipImageProcessor(size={"height": 28, "width": 28})
+    sizes = ref.fill_size_defaults(argparse.Namespace(kind="retrieval", **{k: None for k in ref.SIZE_FLAG_HELP}, seed=seed))
+    # No num_query_tokens: blip2-itm-vit-g's processor adds no <image> placeholders to the text.
+    processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    sizes.qformer_vocab = len(tokenizer)
+    config = ref.build_config("retrieval", sizes)
+    config.qformer_config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    model = Blip2ForImageTextRetrieval(config).eval()
+    ref.randomize_weights(model, torch.Generator().manual_seed(seed))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return Blip2ForImageTextRetrieval.from_pretrained(out).eval(), Blip2Processor.from_pretrained(out)
+
+
+RETRIEVAL_TEXTS = ["a red circle", "two blue squares on the left", "a photo of a cat", "Question: what is this?"]
+
+
+@torch.no_grad()
+def retrieval_answers(model, processor, images: list) -> dict:
+    """ITM probability of every (image, text) pair and the ITC similarity matrix."""
+    itm = []
+    for image in images:
+        row = []
+        for text in RETRIEVAL_TEXTS:
+            inputs = processor(images=image, text=text, return_tensors="pt")
+            logits = model(**inputs, use_image_text_matching_head=True).logits_per_image
+            row.append(torch.softmax(logits, dim=1)[0, 1].item())
+        itm.append(row)
+    inputs = processor(images=images, text=RETRIEVAL_TEXTS, return_tensors="pt", padding=True)
+    itc = model(**inputs, use_image_text_matching_head=False).logits_per_image
+    return {"texts": RETRIEVAL_TEXTS, "itm_probability": itm, "itc_similarity": itc.tolist(),
+            "text_ids": [processor.tokenizer(t)["input_ids"] for t in RETRIEVAL_TEXTS]}
 
 
 def build_folder(kind: str, out: Path, seed: int) -> tuple:
@@ -132,6 +180,15 @@ def main() -> int:
             {"transformers": transformers.__version__, "image": "../images/pattern.png", "cases": cases}, indent=1) + "\n")
         for c in cases:
             print(f"{kind}: {c['prompt']!r} {c['options']} -> {c['ids']} {c['text']!r}")
+    folder = args.out / "tiny-retrieval-hub"
+    model, processor = build_retrieval_folder(folder, args.seed)
+    flipped = Image.open(args.out / "images" / "pattern.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    flipped.save(args.out / "images" / "pattern_flipped.png")
+    images = ["pattern.png", "pattern_flipped.png"]
+    answers_ = retrieval_answers(model, processor, [Image.open(args.out / "images" / name) for name in images])
+    (folder / "pipeline_reference.json").write_text(json.dumps(
+        {"transformers": transformers.__version__, "images": ["../images/" + n for n in images], **answers_}, indent=1) + "\n")
+    print("retrieval:", answers_)
     return 0
 
 

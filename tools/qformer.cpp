@@ -27,6 +27,12 @@ usage:
       image path per line): then one JSON line per image goes to stdout and a progress bar to stderr.
   qformer vqa --model DIR --image PATH --question TEXT [generation options]
       Answers a question about an image (prompt "Question: {q} Answer:"); PATH as for caption.
+  qformer match --model DIR --image PATH --text TEXT [--text TEXT ...]
+      Image-text matching with a retrieval checkpoint (blip2-itm-vit-g): per text, the ITM match probability and
+      logits and the ITC cosine score, as JSON lines.
+  qformer rank --model DIR --images PATH... --texts TEXT... [--top-k K]
+      ITC similarity of every image (files, folders or .txt lists) with every text, and each image's top-k texts,
+      as one JSON object.
   qformer tokenize --tokenizer FILE_OR_DIR --text TEXT
       Prints the token ids of TEXT as one JSON array (special tokens added as the tokenizer's post-processor does).
   qformer inspect --model DIR
@@ -37,6 +43,8 @@ usage:
                                          qformer_last_hidden_state, language_projection
         prompt_ids (I64 [B,T])        -> lm_logits, greedy_ids, beam3_ids
         padded_prompt_ids + padded_prompt_mask -> padded_lm_logits (OPT), padded_greedy_ids
+        input_ids + attention_mask (retrieval) -> itm_logits, itc_logits_per_image, itc_image_embeds,
+                                         itc_text_embeds
       The language model reads [projected queries; prompt]; greedy and beam search (3 beams, length penalty 1,
       early stopping) produce exactly --new-tokens tokens (default 20).
   qformer --help | --version
@@ -157,9 +165,49 @@ std::pair<qformer::index_t, std::vector<std::int64_t>> read_ids(const qformer::s
   return {e.dims[1], std::vector<std::int64_t>(t.data(), t.data() + t.numel())};
 }
 
+/// dump for retrieval checkpoints: the image path and, with input_ids + attention_mask, ITM and ITC.
+template <class T>
+int dump_retrieval(const std::string& dir, const std::string& inputs_path, const std::string& out_path) {
+  using namespace qformer;
+  const auto model = Blip2ForImageTextRetrieval<T>::from_pretrained(dir);
+  const safetensors_file inputs(inputs_path);
+  const tensor_entry& px = inputs.at("pixel_values");
+  if (px.dims.rank() != 4) throw shape_error(inputs_path + ": tensor 'pixel_values' has shape " + px.dims.str() + ", expected [B, 3, H, W]");
+  const tensor<float> pixels = inputs.load<float>("pixel_values");
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  std::vector<std::vector<float>> keep;
+  std::vector<tensor_record> records;
+  auto add = [&](const char* name, auto v) {
+    std::vector<float>& t = keep.emplace_back();
+    for (index_t r = 0; r < v.rows(); ++r)
+      for (index_t c = 0; c < v.cols(); ++c) t.push_back(to_float(v.row(r)[c]));
+    records.push_back({name, dtype::f32, v.shape(), t.data()});
+  };
+  view<T> vision = model.vision()(ctx, pixels.get());
+  add("vision_last_hidden_state", vision);
+  add("vision_pooler_output", model.vision().pooler(ctx, vision));
+  add("qformer_last_hidden_state", model.qformer()(ctx, vision));
+  if (inputs.find("input_ids")) {
+    auto [length, ids] = read_ids(inputs, "input_ids", px.dims[0]);
+    auto [mask_length, mask] = read_ids(inputs, "attention_mask", px.dims[0]);
+    if (mask_length != length) throw shape_error(inputs_path + ": 'attention_mask' does not match 'input_ids'");
+    const token_batch text{px.dims[0], length, std::move(ids), std::move(mask)};
+    add("itm_logits", model.itm_logits(ctx, vision, text));
+    view<T> image_feats = model.image_features(ctx, vision), text_feats = model.text_features(ctx, text);
+    add("itc_logits_per_image", model.similarity(ctx, image_feats, text_feats));
+    add("itc_image_embeds", image_feats);
+    add("itc_text_embeds", text_feats);
+  }
+  write_safetensors(out_path, records);
+  std::fprintf(stderr, "qformer dump: wrote %zu tensors to %s\n", records.size(), out_path.c_str());
+  return 0;
+}
+
 template <class T>
 int dump_as(const std::string& dir, const std::string& inputs_path, const std::string& out_path, qformer::index_t new_tokens) {
   using namespace qformer;
+  if (load_blip2_config(dir).architecture == "Blip2ForImageTextRetrieval") return dump_retrieval<T>(dir, inputs_path, out_path);
   std::vector<std::string> unused;
   const Blip2<T> model = Blip2<T>::from_pretrained(dir, &unused);
   const safetensors_file inputs(inputs_path);
@@ -355,6 +403,95 @@ int caption_or_vqa(int argc, char** argv, bool vqa) {
   throw usage_error("--dtype must be f32, bf16 or f16, got '" + dt + "'");
 }
 
+/// "--name v1 v2 ... --other ..." : every value after each occurrence of a multi-value option, in order.
+std::map<std::string, std::vector<std::string>> parse_multi(int argc, char** argv, int first, const std::vector<std::string>& known) {
+  std::map<std::string, std::vector<std::string>> out;
+  std::string key;
+  for (int i = first; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--", 0) == 0) {
+      key = a.substr(2);
+      if (std::find(known.begin(), known.end(), key) == known.end()) throw usage_error("unknown option '--" + key + "'");
+      out[key];
+      continue;
+    }
+    if (key.empty()) throw usage_error("unexpected argument '" + a + "'");
+    out[key].push_back(a);
+  }
+  for (const auto& [k, v] : out)
+    if (v.empty()) throw usage_error("option '--" + k + "' needs a value");
+  return out;
+}
+
+/// The single value of a multi-value option map (usage error when absent or repeated).
+std::map<std::string, std::string> singles(const std::map<std::string, std::vector<std::string>>& multi, const std::vector<std::string>& keys) {
+  std::map<std::string, std::string> out;
+  for (const auto& k : keys)
+    if (auto it = multi.find(k); it != multi.end()) {
+      if (it->second.size() != 1) throw usage_error("--" + k + " takes one value");
+      out[k] = it->second.front();
+    }
+  return out;
+}
+
+int match(int argc, char** argv) {
+  const auto multi = parse_multi(argc, argv, 2, {"model", "image", "text", "dtype", "threads"});
+  const auto opts = singles(multi, {"model", "image", "dtype", "threads"});
+  if (!multi.count("text")) throw usage_error("missing --text");
+  if (opts.count("threads")) Eigen::setNbThreads(static_cast<int>(integer_option(opts, "threads", 1, 1, 1024)));
+  const auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const auto pipe = qformer::Blip2RetrievalPipeline<T>::from_pretrained(required(opts, "model"));
+    qformer::context<qformer::cpu> ctx;
+    const std::string image = required(opts, "image");
+    const auto& texts = multi.at("text");
+    const auto scores = pipe.match(ctx, qformer::load_image(image), texts);
+    for (std::size_t i = 0; i < texts.size(); ++i)
+      std::printf("{\"image\": %s, \"text\": %s, \"itm_probability\": %.7g, \"itm_logits\": [%.7g, %.7g], \"itc_score\": %.7g}\n",
+                  quoted(image).c_str(), quoted(texts[i]).c_str(), double(scores[i].itm_probability), double(scores[i].itm_logit_no),
+                  double(scores[i].itm_logit_yes), double(scores[i].itc_score));
+    return 0;
+  };
+  const std::string dt = opts.count("dtype") ? opts.at("dtype") : "f32";
+  if (dt == "f32") return run(float{});
+  if (dt == "bf16") return run(qformer::bf16{});
+  throw usage_error("--dtype must be f32 or bf16 for match, got '" + dt + "'");
+}
+
+int rank(int argc, char** argv) {
+  const auto multi = parse_multi(argc, argv, 2, {"model", "images", "texts", "top-k", "threads"});
+  const auto opts = singles(multi, {"model", "top-k", "threads"});
+  if (!multi.count("images")) throw usage_error("missing --images");
+  if (!multi.count("texts")) throw usage_error("missing --texts");
+  if (opts.count("threads")) Eigen::setNbThreads(static_cast<int>(integer_option(opts, "threads", 1, 1, 1024)));
+  std::vector<std::string> paths;
+  for (const auto& p : multi.at("images")) {
+    bool batch = false;
+    for (auto& one : image_paths(p, batch)) paths.push_back(std::move(one));
+  }
+  const auto& texts = multi.at("texts");
+  const std::size_t k = static_cast<std::size_t>(integer_option(opts, "top-k", std::min<long long>(5, (long long)texts.size()), 1,
+                                                                (long long)texts.size()));
+  const auto pipe = qformer::Blip2RetrievalPipeline<float>::from_pretrained(required(opts, "model"));
+  std::vector<qformer::rgb_image> images;
+  for (const auto& p : paths) images.push_back(qformer::load_image(p));
+  qformer::context<qformer::cpu> ctx;
+  const std::vector<float> sim = pipe.similarity(ctx, images, texts);
+  nlohmann::json out = {{"images", paths}, {"texts", texts}, {"similarity", nlohmann::json::array()}, {"top", nlohmann::json::array()}};
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    std::vector<float> row(sim.begin() + i * texts.size(), sim.begin() + (i + 1) * texts.size());
+    out["similarity"].push_back(row);
+    std::vector<std::size_t> order(texts.size());
+    for (std::size_t t = 0; t < order.size(); ++t) order[t] = t;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return row[a] > row[b]; });
+    nlohmann::json top = nlohmann::json::array();
+    for (std::size_t r = 0; r < k; ++r) top.push_back({{"text", texts[order[r]]}, {"index", order[r]}, {"score", row[order[r]]}});
+    out["top"].push_back(top);
+  }
+  std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  return 0;
+}
+
 int tokenize(const std::map<std::string, std::string>& opts) {
   namespace fs = std::filesystem;
   const std::string source = required(opts, "tokenizer"), text = required(opts, "text");
@@ -399,6 +536,8 @@ int main(int argc, char** argv) {
     }
     if (cmd == "caption") return caption_or_vqa(argc, argv, false);
     if (cmd == "vqa") return caption_or_vqa(argc, argv, true);
+    if (cmd == "match") return match(argc, argv);
+    if (cmd == "rank") return rank(argc, argv);
     if (cmd == "tokenize") return tokenize(parse_options(argc, argv, 2, {"tokenizer", "text"}));
     if (cmd == "inspect") return inspect(parse_options(argc, argv, 2, {"model"}));
     if (cmd == "dump") return dump(parse_options(argc, argv, 2, {"model", "inputs", "out", "new-tokens", "dtype"}));

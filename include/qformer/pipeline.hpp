@@ -104,4 +104,79 @@ class Blip2Pipeline {
   generation_options defaults_;
 };
 
+/// A retrieval folder (blip2-itm-vit-g-shaped) ready to score image-text pairs: model, BERT tokenizer, image
+/// processor.
+template <class T = float>
+class Blip2RetrievalPipeline {
+ public:
+  /// One image-text pair's scores: ITM match probability (softmax of the two logits, index 1) and ITC cosine.
+  struct match_scores {
+    float itm_probability, itm_logit_no, itm_logit_yes, itc_score;
+  };
+
+  Blip2RetrievalPipeline(Blip2ForImageTextRetrieval<T> model, tokenizer tok, BlipImageProcessor processor)
+      : model_(std::move(model)), tokenizer_(std::move(tok)), processor_(std::move(processor)) {}
+
+  static Blip2RetrievalPipeline from_pretrained(const std::string& folder) {
+    return Blip2RetrievalPipeline(Blip2ForImageTextRetrieval<T>::from_pretrained(folder), tokenizer::from_folder(folder),
+                                  BlipImageProcessor::from_pretrained(folder));
+  }
+
+  const Blip2ForImageTextRetrieval<T>& model() const noexcept { return model_; }
+  const tokenizer& text_tokenizer() const noexcept { return tokenizer_; }
+
+  /// Texts as one right-padded batch of the tokenizer's ids ([CLS] ... [SEP]); mask 0 on padding.
+  token_batch encode_texts(std::span<const std::string> texts) const {
+    std::vector<std::vector<std::int64_t>> rows;
+    index_t length = 0;
+    for (const std::string& t : texts) {
+      rows.push_back(tokenizer_.encode(t, true));
+      length = std::max<index_t>(length, static_cast<index_t>(rows.back().size()));
+    }
+    token_batch batch{static_cast<index_t>(texts.size()), length, {}, {}};
+    const std::int64_t pad = tokenizer_.pad_token_id().value_or(0);
+    for (const auto& r : rows) {
+      batch.ids.insert(batch.ids.end(), r.begin(), r.end());
+      batch.ids.insert(batch.ids.end(), static_cast<std::size_t>(length) - r.size(), pad);
+      batch.mask.insert(batch.mask.end(), r.size(), 1);
+      batch.mask.insert(batch.mask.end(), static_cast<std::size_t>(length) - r.size(), 0);
+    }
+    return batch;
+  }
+
+  /// ITM and ITC scores of one image with each text.
+  std::vector<match_scores> match(context<cpu>& ctx, const rgb_image& image, std::span<const std::string> texts) const {
+    typename context<cpu>::scope scope(ctx);
+    const tensor<float> pixels = processor_(image);
+    view<T> vision = model_.vision()(ctx, pixels.get());
+    view<T> image_feats = model_.image_features(ctx, vision);
+    std::vector<match_scores> out;
+    for (const std::string& text : texts) {
+      typename context<cpu>::scope inner(ctx);
+      const token_batch ids = encode_texts({&text, 1});
+      view<float> itm = model_.itm_logits(ctx, vision, ids);
+      view<float> itc = model_.similarity(ctx, image_feats, model_.text_features(ctx, ids));
+      const float no = itm.row(0)[0], yes = itm.row(0)[1];
+      const float p_yes = 1.0f / (1.0f + std::exp(no - yes));
+      out.push_back({p_yes, no, yes, itc.row(0)[0]});
+    }
+    return out;
+  }
+
+  /// ITC similarity (images, texts), row-major.
+  std::vector<float> similarity(context<cpu>& ctx, std::span<const rgb_image> images, std::span<const std::string> texts) const {
+    typename context<cpu>::scope scope(ctx);
+    const tensor<float> pixels = processor_(images);
+    view<T> image_feats = model_.image_features(ctx, model_.vision()(ctx, pixels.get()));
+    view<T> text_feats = model_.text_features(ctx, encode_texts(texts));
+    view<float> sim = model_.similarity(ctx, image_feats, text_feats);
+    return std::vector<float>(sim.data(), sim.data() + sim.numel());
+  }
+
+ private:
+  Blip2ForImageTextRetrieval<T> model_;
+  tokenizer tokenizer_;
+  BlipImageProcessor processor_;
+};
+
 }  // namespace qformer
