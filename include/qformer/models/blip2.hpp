@@ -8,6 +8,7 @@
 #include "../io/checkpoint.hpp"
 #include "../layers/linear.hpp"
 #include "config.hpp"
+#include "pretrained.hpp"
 #include "opt.hpp"
 #include "qformer.hpp"
 #include "t5.hpp"
@@ -43,13 +44,9 @@ class Blip2 {
   }
 
   /// Reads config.json and the weights of a Hub folder. `unused`, when given, receives the checkpoint tensors
-  /// this model did not read (the language model's, until issue B loads them).
+  /// this model did not read.
   static Blip2 from_pretrained(const std::string& folder, std::vector<std::string>* unused = nullptr) {
-    Blip2 model(load_blip2_config(folder));
-    checkpoint ckpt(folder);
-    model.load(weight_scope(ckpt));
-    if (unused) *unused = ckpt.unused();
-    return model;
+    return load_pretrained<Blip2>(folder, unused);
   }
 
   const Blip2Config& config() const noexcept { return cfg_; }

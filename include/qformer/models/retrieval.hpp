@@ -12,6 +12,7 @@
 #include "../layers/embedding.hpp"
 #include "../layers/linear.hpp"
 #include "config.hpp"
+#include "pretrained.hpp"
 #include "opt.hpp"  // masked_out, token_batch
 #include "qformer.hpp"
 #include "vision_encoder.hpp"
@@ -33,11 +34,7 @@ class Blip2ForImageTextRetrieval {
 
   /// Reads config.json and the weights of a Hub folder.
   static Blip2ForImageTextRetrieval from_pretrained(const std::string& folder, std::vector<std::string>* unused = nullptr) {
-    Blip2ForImageTextRetrieval model(load_blip2_config(folder));
-    checkpoint ckpt(folder);
-    model.load(weight_scope(ckpt));
-    if (unused) *unused = ckpt.unused();
-    return model;
+    return load_pretrained<Blip2ForImageTextRetrieval>(folder, unused);
   }
 
   const Blip2Config& config() const noexcept { return cfg_; }
