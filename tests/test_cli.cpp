@@ -158,6 +158,24 @@ TEST_CASE("qformer match and rank score image-text pairs as transformers' retrie
   CHECK(run("rank --model " + folder + " --images" + images).status == 2);
 }
 
+TEST_CASE("qformer eval prints BLEU-4, ROUGE-L and CIDEr-D equal to the reference implementations") {
+  const std::string dir = test::fixture("metrics");
+  const run_result r = run("eval --predictions " + dir + "/predictions.jsonl --references " + dir + "/references.jsonl", false);
+  CAPTURE(r.out);
+  REQUIRE(r.status == 0);
+  const nlohmann::json got = nlohmann::json::parse(r.out);
+  std::ifstream in(dir + "/expected.json");
+  const nlohmann::json expected = nlohmann::json::parse(in);
+  CHECK(got["bleu"]["score"].get<double>() == doctest::Approx(expected["bleu"]["score"].get<double>()).epsilon(1e-9));
+  CHECK(got["rouge_l"]["fmeasure"].get<double>() == doctest::Approx(expected["rouge_l"]["fmeasure"].get<double>()).epsilon(1e-9));
+  CHECK(got["cider_d"]["score"].get<double>() == doctest::Approx(expected["cider_d"]["score"].get<double>()).epsilon(1e-9));
+  test::temp_dir tmp;
+  test::write_bytes(tmp.file("p.jsonl"), "{\"id\": 1, \"caption\": \"a cat\"}\n{\"id\": 2}\n");
+  const run_result bad = run("eval --predictions " + tmp.file("p.jsonl") + " --references " + dir + "/references.jsonl");
+  CHECK(bad.status == 1);
+  CHECK(bad.out.find("p.jsonl") != std::string::npos);
+}
+
 TEST_CASE("qformer tokenize prints the ids as one JSON array") {
   const run_result r = run("tokenize --tokenizer " + test::fixture("tiny-opt-hub") + " --text \"a photo of\"");
   CHECK(r.status == 0);

@@ -3,6 +3,7 @@
 // `dump`'s contract is fixed: tests and users verify conversions with it. It reads pixel_values (F32 [B,3,H,W])
 // and writes, under the names of the reference folders, every tensor the model supports.
 
+#include <qformer/metrics/evaluate.hpp>
 #include <qformer/pipeline.hpp>
 #include <qformer/qformer.hpp>
 
@@ -33,6 +34,9 @@ usage:
   qformer rank --model DIR --images PATH... --texts TEXT... [--top-k K]
       ITC similarity of every image (files, folders or .txt lists) with every text, and each image's top-k texts,
       as one JSON object.
+  qformer eval --predictions P.jsonl --references R.jsonl [--per-caption]
+      Corpus BLEU-4 (sacrebleu, 13a), ROUGE-L (rouge-score) and CIDEr-D (pycocoevalcap) as one JSON object.
+      P: lines {"id": ..., "caption": "..."}; R: lines {"id": ..., "captions": ["...", ...]}.
   qformer tokenize --tokenizer FILE_OR_DIR --text TEXT
       Prints the token ids of TEXT as one JSON array (special tokens added as the tokenizer's post-processor does).
   qformer inspect --model DIR
@@ -492,6 +496,12 @@ int rank(int argc, char** argv) {
   return 0;
 }
 
+int eval(const std::map<std::string, std::string>& opts) {
+  const qformer::metrics::evaluation e = qformer::metrics::evaluate(required(opts, "predictions"), required(opts, "references"));
+  std::printf("%s\n", qformer::metrics::to_json(e, opts.count("per-caption") != 0).dump(1).c_str());
+  return 0;
+}
+
 int tokenize(const std::map<std::string, std::string>& opts) {
   namespace fs = std::filesystem;
   const std::string source = required(opts, "tokenizer"), text = required(opts, "text");
@@ -538,6 +548,7 @@ int main(int argc, char** argv) {
     if (cmd == "vqa") return caption_or_vqa(argc, argv, true);
     if (cmd == "match") return match(argc, argv);
     if (cmd == "rank") return rank(argc, argv);
+    if (cmd == "eval") return eval(parse_options(argc, argv, 2, {"predictions", "references"}, {"per-caption"}));
     if (cmd == "tokenize") return tokenize(parse_options(argc, argv, 2, {"tokenizer", "text"}));
     if (cmd == "inspect") return inspect(parse_options(argc, argv, 2, {"model"}));
     if (cmd == "dump") return dump(parse_options(argc, argv, 2, {"model", "inputs", "out", "new-tokens", "dtype"}));
