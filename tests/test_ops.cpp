@@ -152,6 +152,22 @@ TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks pe
   CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, wrong_heads.get(), H, 1.0f, out.mut())), shape_error);
 }
 
+TEST_CASE("cast rounds to nearest even and widens exactly") {
+  context<cpu> ctx;
+  tensor<float> x({2, 3});
+  const float values[] = {1.0f, 1.00390625f, 1.01171875f, -2.5f, 3.3e38f, 0.0f};  // bf16 ties: 1 + 2^-8, 1 + 3 * 2^-8
+  std::copy_n(values, 6, x.data());
+  tensor<bf16> narrow({2, 3});
+  ops::cast<float, bf16, cpu>(ctx, x.get(), narrow.mut());
+  CHECK(to_float(narrow.data()[1]) == 1.0f);         // tie to even
+  CHECK(to_float(narrow.data()[2]) == 1.015625f);    // tie to even (up)
+  CHECK(to_float(narrow.data()[3]) == -2.5f);
+  tensor<float> wide({2, 3});
+  ops::cast<bf16, float, cpu>(ctx, narrow.get(), wide.mut());
+  for (index_t i = 0; i < 6; ++i) CHECK(wide.data()[i] == to_float(narrow.data()[i]));
+  CHECK_THROWS_AS((ops::cast<float, bf16, cpu>(ctx, x.get(), narrow.mut().reshape({3, 2}))), shape_error);
+}
+
 TEST_CASE_TEMPLATE("patchify matches the reference", T, float, bf16) {
   context<cpu> ctx;
   tensor<float> pixels = test::random_tensor<float>({2, 3, 12, 8}, 11);

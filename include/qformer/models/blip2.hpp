@@ -51,7 +51,9 @@ class Blip2 {
 
   const Blip2Config& config() const noexcept { return cfg_; }
   const VisionEncoder<T, D>& vision() const noexcept { return vision_; }
-  const QFormer<T, D>& qformer() const noexcept { return qformer_; }
+  /// The Q-Former and its queries stay fp32 whatever T is, as transformers keeps them
+  /// (`_keep_in_fp32_modules = ["query_tokens", "qformer"]`); its input and output are cast at the boundary.
+  const QFormer<float, D>& qformer() const noexcept { return qformer_; }
   const Linear<T, D>& language_projection() const noexcept { return projection_; }
   /// Retrieval checkpoints (Blip2ForImageTextRetrieval) have no language model and no projection.
   bool has_language_projection() const noexcept { return cfg_.architecture != "Blip2ForImageTextRetrieval"; }
@@ -156,7 +158,7 @@ class Blip2 {
     image_features<T, D> f;
     f.vision_last_hidden_state = vision_(ctx, pixels);
     f.vision_pooler_output = vision_.pooler(ctx, f.vision_last_hidden_state);
-    f.qformer_last_hidden_state = qformer_(ctx, f.vision_last_hidden_state);
+    f.qformer_last_hidden_state = run_qformer(ctx, f.vision_last_hidden_state);
     if (has_language_projection()) f.language_projection = projection_(ctx, f.qformer_last_hidden_state);
     return f;
   }
@@ -164,11 +166,25 @@ class Blip2 {
  private:
   Blip2Config cfg_;
   VisionEncoder<T, D> vision_;
-  QFormer<T, D> qformer_;
+  QFormer<float, D> qformer_;
   Linear<T, D> projection_;
   std::optional<OPTForCausalLM<T, D>> opt_;
 
   std::optional<T5ForConditionalGeneration<T, D>> t5_;
+
+  /// The fp32 Q-Former on T image features, its output cast back to T (B, Q, C).
+  view<T, D> run_qformer(context<D>& ctx, view<const T, D> image_embeds) const {
+    if constexpr (std::is_same_v<T, float>) {
+      return qformer_(ctx, image_embeds);
+    } else {
+      view<T, D> out = ctx.template alloc<T>({image_embeds.dim(0), qformer_.num_queries(), cfg_.qformer.hidden_size});
+      typename context<D>::scope scope(ctx);
+      view<float, D> image = ctx.template alloc<float>(image_embeds.shape());
+      ops::cast<T, float, D>(ctx, image_embeds, image);
+      ops::cast<float, T, D>(ctx, qformer_(ctx, image), out);
+      return out;
+    }
+  }
 
   const OPTForCausalLM<T, D>& opt_model() const {
     if (!opt_) throw invalid_argument("this model has no language model (architecture '" + cfg_.architecture + "')");

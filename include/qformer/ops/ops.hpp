@@ -105,6 +105,13 @@ void add(context<D>& ctx, in<T, D> a, in<T, D> b, view<T, D> y) {
   backend<D>::template add<T>(ctx, a, b, y);
 }
 
+/// dst = src converted element by element from S to T (round to nearest even when narrowing). Same shapes.
+template <class S, class T, class D>
+void cast(context<D>& ctx, std::type_identity_t<view<const S, D>> src, view<T, D> dst) {
+  detail::same_matrix("cast", src.shape(), dst.shape());
+  backend<D>::template cast<S, T>(ctx, src, dst);
+}
+
 /// dst = src for two matrices of equal rows and columns (strides may differ). Gathers and scatters row blocks.
 template <class T, class D>
 void copy(context<D>& ctx, in<T, D> src, view<T, D> dst) {

@@ -85,6 +85,12 @@ struct backend<cpu> {
     for (index_t r = 0; r < src.rows(); ++r) std::copy_n(src.row(r), src.cols(), dst.row(r));
   }
 
+  template <class S, class T>
+  static void cast(context<cpu>&, view<const S> src, view<T> dst) {
+    for (index_t r = 0; r < src.rows(); ++r)
+      for (index_t c = 0; c < src.cols(); ++c) dst.row(r)[c] = from_float<T>(to_float(src.row(r)[c]));
+  }
+
   template <class T>
   static void embedding(context<cpu>&, view<const T> table, std::span<const std::int64_t> ids, view<T> out) {
     for (std::size_t n = 0; n < ids.size(); ++n) std::copy_n(table.row(ids[n]), table.cols(), out.row(static_cast<index_t>(n)));
