@@ -9,13 +9,14 @@
 
 namespace qformer {
 
-enum class activation { gelu_erf, relu };
+enum class activation { gelu_erf, gelu_tanh, relu };
 
 /// Applies `act` elementwise; y may alias x.
 template <class T, class D>
 void apply_activation(context<D>& ctx, activation act, view<const T, D> x, view<T, D> y) {
   switch (act) {
     case activation::gelu_erf: ops::gelu_erf<T, D>(ctx, x, y); break;
+    case activation::gelu_tanh: ops::gelu_tanh<T, D>(ctx, x, y); break;
     case activation::relu: ops::relu<T, D>(ctx, x, y); break;
   }
 }

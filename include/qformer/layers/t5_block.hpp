@@ -8,6 +8,7 @@
 
 #include "cached_attention.hpp"
 #include "linear.hpp"
+#include "mlp.hpp"
 #include "rms_norm.hpp"
 #include "../models/config.hpp"
 
@@ -20,7 +21,7 @@ class T5Block {
  public:
   T5Block() = default;
   T5Block(const T5Config& c, bool decoder)
-      : c_(c), decoder_(decoder), self_ln_(c.d_model, c.layer_norm_epsilon), self_qkv_(c.d_model, 3 * c.inner_dim(), false),
+      : c_(c), decoder_(decoder), act_(activation_of(c.dense_act_fn)), self_ln_(c.d_model, c.layer_norm_epsilon), self_qkv_(c.d_model, 3 * c.inner_dim(), false),
         self_o_(c.inner_dim(), c.d_model, false), ffn_ln_(c.d_model, c.layer_norm_epsilon), wi_(c.d_model, c.d_ff, false),
         wo_(c.d_ff, c.d_model, false) {
     if (decoder) {
@@ -127,14 +128,16 @@ class T5Block {
     ops::add<T, D>(ctx, y, h, y);
   }
 
-  void activate(context<D>& ctx, view<T, D> x) const {
-    if (c_.dense_act_fn == "gelu") ops::gelu_erf<T, D>(ctx, x, x);
-    else if (c_.dense_act_fn == "gelu_new") ops::gelu_tanh<T, D>(ctx, x, x);
-    else ops::relu<T, D>(ctx, x, x);
+  void activate(context<D>& ctx, view<T, D> x) const { apply_activation<T, D>(ctx, act_, x, x); }
+
+  /// transformers' ACT2FN names: "gelu" (exact), "gelu_new" (tanh form), "relu".
+  static activation activation_of(const std::string& name) {
+    return name == "gelu" ? activation::gelu_erf : name == "gelu_new" ? activation::gelu_tanh : activation::relu;
   }
 
   T5Config c_;
   bool decoder_ = false;
+  activation act_ = activation::relu;
   RMSNorm<T, D> self_ln_;
   Linear<T, D> self_qkv_, self_o_;
   std::optional<RMSNorm<T, D>> cross_ln_;
