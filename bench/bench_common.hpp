@@ -12,7 +12,7 @@ namespace bench {
 
 /// The vision tower and Q-Former of Salesforce/blip2-opt-2.7b: transformers' defaults are exactly its sizes.
 inline qformer::Blip2Config blip2_opt_2_7b() {
-  qformer::Blip2Config c = qformer::parse_blip2_config(R"({"text_config": {"model_type": "opt", "hidden_size": 2560}})", "blip2-opt-2.7b");
+  qformer::Blip2Config c = qformer::parse_blip2_config(R"({"text_config": {"model_type": "opt", "hidden_size": 2560, "num_attention_heads": 32, "ffn_dim": 10240, "num_hidden_layers": 32, "vocab_size": 50304}})", "blip2-opt-2.7b");
   return c;
 }
 
