@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -169,6 +170,34 @@ std::pair<qformer::index_t, std::vector<std::int64_t>> read_ids(const qformer::s
   return {e.dims[1], std::vector<std::int64_t>(t.data(), t.data() + t.numel())};
 }
 
+/// The tensors `dump` writes: converted to F32 (floats of any element type) or kept as I64 (ids), owned until
+/// written.
+class dump_records {
+ public:
+  template <class V>
+  void add_floats(const char* name, const V& v) {
+    if (v.empty()) return;
+    std::vector<float>& t = floats_.emplace_back();
+    t.reserve(static_cast<std::size_t>(v.numel()));
+    for (qformer::index_t r = 0; r < v.rows(); ++r)
+      for (qformer::index_t c = 0; c < v.cols(); ++c) t.push_back(qformer::to_float(v.row(r)[c]));
+    records_.push_back({name, qformer::dtype::f32, v.shape(), t.data()});
+  }
+  void add_ids(const char* name, const qformer::generation_result& g) {
+    std::vector<std::int64_t>& t = ints_.emplace_back(g.ids);
+    records_.push_back({name, qformer::dtype::i64, {g.batch, g.length}, t.data()});
+  }
+  void write(const std::string& path) const {
+    qformer::write_safetensors(path, records_);
+    std::fprintf(stderr, "qformer dump: wrote %zu tensors to %s\n", records_.size(), path.c_str());
+  }
+
+ private:
+  std::deque<std::vector<float>> floats_;  // records_ point into these buffers; a deque never moves them
+  std::deque<std::vector<std::int64_t>> ints_;
+  std::vector<qformer::tensor_record> records_;
+};
+
 /// dump for retrieval checkpoints: the image path and, with input_ids + attention_mask, ITM and ITC.
 template <class T>
 int dump_retrieval(const std::string& dir, const std::string& inputs_path, const std::string& out_path) {
@@ -180,14 +209,8 @@ int dump_retrieval(const std::string& dir, const std::string& inputs_path, const
   const tensor<float> pixels = inputs.load<float>("pixel_values");
   context<cpu> ctx;
   typename context<cpu>::scope scope(ctx);
-  std::vector<std::vector<float>> keep;
-  std::vector<tensor_record> records;
-  auto add = [&](const char* name, auto v) {
-    std::vector<float>& t = keep.emplace_back();
-    for (index_t r = 0; r < v.rows(); ++r)
-      for (index_t c = 0; c < v.cols(); ++c) t.push_back(to_float(v.row(r)[c]));
-    records.push_back({name, dtype::f32, v.shape(), t.data()});
-  };
+  dump_records out;
+  auto add = [&](const char* name, const auto& v) { out.add_floats(name, v); };
   view<T> vision = model.vision()(ctx, pixels.get());
   add("vision_last_hidden_state", vision);
   add("vision_pooler_output", model.vision().pooler(ctx, vision));
@@ -203,8 +226,7 @@ int dump_retrieval(const std::string& dir, const std::string& inputs_path, const
     add("itc_image_embeds", image_feats);
     add("itc_text_embeds", text_feats);
   }
-  write_safetensors(out_path, records);
-  std::fprintf(stderr, "qformer dump: wrote %zu tensors to %s\n", records.size(), out_path.c_str());
+  out.write(out_path);
   return 0;
 }
 
@@ -225,38 +247,21 @@ int dump_as(const std::string& dir, const std::string& inputs_path, const std::s
   typename context<cpu>::scope scope(ctx);
   const image_features<T, cpu> f = model.encode_image(ctx, pixels.get());
 
-  std::vector<std::vector<float>> floats;  // outputs alive until written
-  std::vector<std::vector<std::int64_t>> ints;
-  std::vector<tensor_record> records;
-  auto add = [&](const char* name, view<const float> v) {
-    if (v.empty()) return;
-    std::vector<float>& t = floats.emplace_back();
-    for (index_t r = 0; r < v.rows(); ++r) t.insert(t.end(), v.row(r), v.row(r) + v.cols());
-    records.push_back({name, dtype::f32, v.shape(), t.data()});
-  };
-  auto add_typed = [&](const char* name, view<T> v) {
-    if (v.empty()) return;
-    tensor<float> t(v.shape());
-    for (index_t r = 0; r < v.rows(); ++r)
-      for (index_t c = 0; c < v.cols(); ++c) t.data()[r * v.cols() + c] = to_float(v.row(r)[c]);
-    add(name, t.get());
-  };
-  auto add_ids = [&](const char* name, const generation_result& g) {
-    std::vector<std::int64_t>& t = ints.emplace_back(g.ids);
-    records.push_back({name, dtype::i64, {g.batch, g.length}, t.data()});
-  };
-  add_typed("vision_last_hidden_state", f.vision_last_hidden_state);
-  add_typed("vision_pooler_output", f.vision_pooler_output);
-  add_typed("qformer_last_hidden_state", f.qformer_last_hidden_state);
-  add_typed("language_projection", f.language_projection);
+  dump_records out;
+  auto add = [&](const char* name, const auto& v) { out.add_floats(name, v); };
+  auto add_ids = [&](const char* name, const generation_result& g) { out.add_ids(name, g); };
+  add("vision_last_hidden_state", f.vision_last_hidden_state);
+  add("vision_pooler_output", f.vision_pooler_output);
+  add("qformer_last_hidden_state", f.qformer_last_hidden_state);
+  add("language_projection", f.language_projection);
 
   if (!f.language_projection.empty() && (inputs.find("prompt_ids") || inputs.find("padded_prompt_ids"))) {
     // As the reference folders define them: greedy and beam-3 produce exactly new_tokens tokens (EOS suppressed).
     const TextConfig& text = model.config().text;
     generation_options greedy;
     greedy.max_new_tokens = greedy.min_new_tokens = new_tokens;
-    greedy.eos_token_ids = {text.model_type == "t5" ? text.t5.eos_token_id : text.opt.eos_token_id};
-    greedy.pad_token_id = text.model_type == "t5" ? text.t5.pad_token_id : text.opt.pad_token_id;
+    greedy.eos_token_ids = {text.eos_token_id()};
+    greedy.pad_token_id = text.pad_token_id();
     generation_options beam3 = greedy;
     beam3.num_beams = 3;
     beam3.length_penalty = 1.0f;
@@ -277,8 +282,7 @@ int dump_as(const std::string& dir, const std::string& inputs_path, const std::s
       add_ids("padded_greedy_ids", model.generate(ctx, f.language_projection, prompt, greedy));
     }
   }
-  write_safetensors(out_path, records);
-  std::fprintf(stderr, "qformer dump: wrote %zu tensors to %s\n", records.size(), out_path.c_str());
+  out.write(out_path);
   if (!unused.empty())
     std::fprintf(stderr, "qformer dump: %zu checkpoint tensors were not used (first: %s)\n", unused.size(), unused.front().c_str());
   return 0;

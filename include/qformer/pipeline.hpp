@@ -54,7 +54,7 @@ class Blip2Pipeline {
   token_batch prompt_ids(const std::string& prompt, index_t batch) const {
     std::vector<std::int64_t> ids = tokenizer_.encode(prompt, true);
     const TextConfig& text = model_.config().text;
-    if (ids.empty()) ids.push_back(text.model_type == "t5" ? text.t5.bos_token_id : text.opt.bos_token_id);
+    if (ids.empty()) ids.push_back(text.bos_token_id());
     if (const auto image_token = model_.config().image_token_index)
       ids.insert(ids.begin(), static_cast<std::size_t>(model_.config().num_query_tokens), *image_token);
     std::vector<std::int64_t> all;

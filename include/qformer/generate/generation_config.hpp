@@ -19,8 +19,8 @@ namespace qformer {
 inline generation_options load_generation_options(const std::string& folder, const Blip2Config& model) {
   generation_options o;
   const TextConfig& text = model.text;
-  o.eos_token_ids = {text.model_type == "t5" ? text.t5.eos_token_id : text.opt.eos_token_id};
-  o.pad_token_id = text.model_type == "t5" ? text.t5.pad_token_id : text.opt.pad_token_id;
+  o.eos_token_ids = {text.eos_token_id()};
+  o.pad_token_id = text.pad_token_id();
 
   const std::string file = (std::filesystem::path(folder) / "generation_config.json").string();
   std::error_code ec;

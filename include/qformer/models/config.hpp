@@ -102,6 +102,12 @@ struct TextConfig {
   index_t hidden_size = 768;       // OPT hidden_size / T5 d_model: the width language_projection produces
   OPTConfig opt;
   T5Config t5;
+
+  bool is_t5() const noexcept { return model_type == "t5"; }
+  /// The special tokens of whichever language model this is.
+  std::int64_t bos_token_id() const noexcept { return is_t5() ? t5.bos_token_id : opt.bos_token_id; }
+  std::int64_t eos_token_id() const noexcept { return is_t5() ? t5.eos_token_id : opt.eos_token_id; }
+  std::int64_t pad_token_id() const noexcept { return is_t5() ? t5.pad_token_id : opt.pad_token_id; }
 };
 
 /// Blip2Config: the three towers plus the glue.

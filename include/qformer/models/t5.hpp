@@ -76,12 +76,13 @@ class T5ForConditionalGeneration {
     view<T, D> out = ctx.template alloc<T>(embeds.shape());
     typename context<D>::scope scope(ctx);
     view<float, D> bias = ctx.template alloc<float>({B, H, L, L});
+    const std::vector<index_t> bucket = buckets(-(L - 1), true);  // relative position key - query, from -(L-1)
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h)
         for (index_t i = 0; i < L; ++i) {
           float* row = bias.row((b * H + h) * L + i);
           for (index_t j = 0; j < L; ++j)
-            row[j] = relative_bias(encoder_bias_, j - i, true, h) + (mask[b * L + j] ? 0.0f : masked_out);
+            row[j] = relative_bias(encoder_bias_, bucket[j - i + L - 1], h) + (mask[b * L + j] ? 0.0f : masked_out);
         }
     view<T, D> h = ctx.template alloc<T>(embeds.shape()), spare = ctx.template alloc<T>(embeds.shape());
     ops::copy<T, D>(ctx, embeds, h);
@@ -101,10 +102,12 @@ class T5ForConditionalGeneration {
     const index_t B = self_cache.batch(), past = self_cache.length(), total = past + L, H = cfg_.num_heads;
     view<T, D> x = shared_(ctx, ids).reshape({B, L, cfg_.d_model});
     view<float, D> bias = ctx.template alloc<float>({1, H, L, total});
+    const std::vector<index_t> bucket = buckets(-(total - 1), false);  // key - query, from -(total-1); > 0 is masked
     for (index_t h = 0; h < H; ++h)
       for (index_t i = 0; i < L; ++i) {
         float* row = bias.row(h * L + i);
-        for (index_t j = 0; j < total; ++j) row[j] = relative_bias(decoder_bias_, j - (past + i), false, h) + (j <= past + i ? 0.0f : masked_out);
+        for (index_t j = 0; j < total; ++j)
+          row[j] = j <= past + i ? relative_bias(decoder_bias_, bucket[j - (past + i) + total - 1], h) : masked_out;
       }
     view<T, D> spare = ctx.template alloc<T>(x.shape());
     for (std::size_t l = 0; l < decoder_.size(); ++l) {
@@ -122,9 +125,16 @@ class T5ForConditionalGeneration {
   }
 
  private:
-  float relative_bias(const tensor<float>& table, index_t relative_position, bool bidirectional, index_t head) const {
-    const index_t bucket = t5_relative_position_bucket(relative_position, bidirectional, cfg_.relative_attention_num_buckets,
-                                                       cfg_.relative_attention_max_distance);
+  /// The bucket of every relative position from `lowest` to -lowest, indexed by relative_position - lowest:
+  /// each distinct distance is bucketed once per pass, not once per (batch, head, query, key).
+  std::vector<index_t> buckets(index_t lowest, bool bidirectional) const {
+    std::vector<index_t> out;
+    for (index_t r = lowest; r <= -lowest; ++r)
+      out.push_back(t5_relative_position_bucket(r, bidirectional, cfg_.relative_attention_num_buckets, cfg_.relative_attention_max_distance));
+    return out;
+  }
+
+  float relative_bias(const tensor<float>& table, index_t bucket, index_t head) const {
     return table.data()[bucket * cfg_.num_heads + head];
   }
 
