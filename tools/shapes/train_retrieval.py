@@ -2,7 +2,11 @@
 """Train the bundled shapes retrieval model: a tiny Blip2ForImageTextRetrieval on the shapes world.
 
 Builds, with transformers' own classes, a BLIP-2 image-text retrieval model (ViT + Q-Former with text input,
-ITC projections and ITM head) sized for the shapes world of shapes_world.py, a WordPiece tokenizer trained with
+ITC projections and ITM head) sized for the shapes world of shapes_world.py. As BLIP-2's stage 1 does, it starts
+from a pretrained image encoder and keeps it frozen: the vision tower of the bundled captioner
+(models/shapes-captioner, trained by train_captioner.py on the same world), whose query tokens and Q-Former
+query path also initialise the Q-Former (each layer's text feed-forward starts as a copy of the query one, as
+BLIP-2's Q-Former starts both from one BERT feed-forward). It adds a WordPiece tokenizer trained with
 `tokenizers` on the world's captions with BERT post-processing ("[CLS] $A [SEP]"; [PAD] [UNK] [CLS] [SEP]
 [MASK]), trains it on the CPU on fresh scenes every step with the BLIP-2 stage-1 losses, saves a Hub-shaped
 folder (model.save_pretrained + Blip2Processor.save_pretrained, no num_query_tokens, as blip2-itm-vit-g) and
@@ -74,6 +78,12 @@ def build_config(args, tokenizer) -> Blip2Config:
     vision = dict(hidden_size=args.vision_hidden, intermediate_size=4 * args.vision_hidden,
                   num_hidden_layers=args.vision_layers, num_attention_heads=args.heads,
                   image_size=world.SIZE, patch_size=args.patch_size, attention_dropout=0.0)
+    if args.vision_from:  # the pretrained image encoder's own shape
+        source = Blip2Config.from_pretrained(args.vision_from).vision_config
+        vision = {k: getattr(source, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                                  "num_attention_heads", "image_size", "patch_size", "qkv_bias",
+                                                  "layer_norm_eps", "hidden_act")}
+        vision["attention_dropout"] = 0.0
     qformer = dict(hidden_size=args.qformer_hidden, intermediate_size=4 * args.qformer_hidden,
                    num_hidden_layers=args.qformer_layers, num_attention_heads=args.heads,
                    cross_attention_frequency=1, vocab_size=len(tokenizer), max_position_embeddings=32,
@@ -83,6 +93,26 @@ def build_config(args, tokenizer) -> Blip2Config:
                          num_query_tokens=args.queries, image_text_hidden_size=args.embed)
     config.architectures = ["Blip2ForImageTextRetrieval"]
     return config
+
+
+def initialise_from(model, folder: Path) -> list[str]:
+    """BLIP-2 stage 1 starts from a pretrained image encoder. Here it is the bundled captioner's
+    (models/shapes-captioner, trained on the same world): its vision tower, query tokens and the Q-Former layers'
+    query path are copied where names and shapes agree; each layer's text feed-forward (the captioner has none)
+    starts as a copy of the query feed-forward, as BLIP-2's Q-Former starts both from one BERT feed-forward."""
+    from safetensors.torch import load_file
+    source = load_file(str(folder / "model.safetensors"))
+    own = model.state_dict()
+    copied = {}
+    for name, tensor in source.items():
+        if name in own and own[name].shape == tensor.shape and not name.startswith("language"):
+            copied[name] = tensor
+        for query_part, text_part in ((".intermediate_query.", ".intermediate."), (".output_query.", ".output.")):
+            twin_name = name.replace(query_part, text_part)
+            if query_part in name and twin_name in own and own[twin_name].shape == tensor.shape:
+                copied[twin_name] = tensor.clone()
+    model.load_state_dict(copied, strict=False)
+    return sorted(copied)
 
 
 def image_queries(model, pixels):
@@ -269,8 +299,9 @@ README = """# shapes-retrieval
 A tiny BLIP-2 image-text retrieval model (`Blip2ForImageTextRetrieval`, shaped like `Salesforce/blip2-itm-vit-g`)
 for the **shapes world** of `tools/shapes/shapes_world.py`: 96 x 96 white images with one or two filled circles,
 squares or triangles in red, green, blue or yellow, captioned `a red circle` or, left then right,
-`a red circle and a blue square`. Trained by the project from scratch with transformers' own classes and saved
-with `save_pretrained`, so it loads in transformers and in qformer alike.
+`a red circle and a blue square`. Trained by the project with transformers' own classes (its frozen image
+encoder is the bundled captioner's) and saved with `save_pretrained`, so it loads in transformers and in qformer
+alike.
 
 ```sh
 ./build/tools/qformer rank --model models/shapes-retrieval --images examples/images \\
@@ -288,7 +319,11 @@ mean / std). Weights: `model.safetensors`, fp32.
 
 ## Training
 
-`python tools/shapes/train_retrieval.py --out models/shapes-retrieval` (seed {seed}): {steps} steps of batch
+`python tools/shapes/train_retrieval.py --out models/shapes-retrieval` (seed {seed}). As BLIP-2's stage 1, it
+starts from a pretrained, frozen image encoder: the vision tower of `{vision_from}` (trained on the same world by
+`train_captioner.py`), whose query tokens and Q-Former query path also initialise the Q-Former (text
+feed-forwards start as copies of the query ones); the Q-Former, its text embeddings, the projections and the ITM
+head are trained. {steps} steps of batch
 {batch} fresh scenes, AdamW (lr {lr}, {warmup} warm-up steps, cosine decay, weight decay {weight_decay}), the
 BLIP-2 stage-1 losses ITC + ITM as the paper defines them (see the script's docstring; captions shared by two
 scenes of a batch are masked out of the ITC negatives and the hard-negative sampling; the learnable ITC
@@ -335,20 +370,25 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=150)
     parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--time-limit", type=float, default=12 * 60, help="stop training after this many seconds")
+    parser.add_argument("--time-limit", type=float, default=25 * 60, help="stop training after this many seconds")
     parser.add_argument("--twins", type=int, default=1, help="half of each batch: near-miss twins of the other half")
     parser.add_argument("--init", type=Path, help="start from this saved folder's weights (a second stage)")
+    parser.add_argument("--vision-from", type=Path, default=Path("models/shapes-captioner"), help="a Blip2ForConditionalGeneration folder (the shapes captioner) "
+                        "whose vision tower and Q-Former query path start the model")
+    parser.add_argument("--freeze-vision", type=int, default=1, help="1: train the Q-Former only (BLIP-2 stage 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--patch-size", type=int, default=16)
-    parser.add_argument("--vision-hidden", type=int, default=64)
+    parser.add_argument("--vision-hidden", type=int, default=64, help="(the vision sizes apply with --vision-from none)")
     parser.add_argument("--vision-layers", type=int, default=3)
-    parser.add_argument("--qformer-hidden", type=int, default=64)
+    parser.add_argument("--qformer-hidden", type=int, default=96)
     parser.add_argument("--qformer-layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--queries", type=int, default=8)
     parser.add_argument("--embed", type=int, default=64, help="image_text_hidden_size")
     args = parser.parse_args()
+    if str(args.vision_from).lower() in ("", "none"):
+        args.vision_from = None
     torch.set_num_threads(args.threads)
     import transformers
     transformers.logging.set_verbosity_error()
@@ -363,6 +403,11 @@ def main() -> int:
         if args.init:
             model = Blip2ForImageTextRetrieval.from_pretrained(args.init)
             assert model.config.num_query_tokens == args.queries
+        elif args.vision_from:
+            copied = initialise_from(model, args.vision_from)
+            print(f"initialised {len(copied)} tensors from {args.vision_from}", flush=True)
+        if args.freeze_vision:  # as BLIP-2's stage 1: the image encoder stays frozen
+            model.vision_model.requires_grad_(False)
         print(f"parameters: {sum(p.numel() for p in model.parameters()):,}; vocabulary {len(tokenizer)}; "
               f"example ids {tokenizer(world.all_captions()[-1])['input_ids']}", flush=True)
         stats = train(model, tokenizer, args)
@@ -391,7 +436,7 @@ def main() -> int:
     cpp_note = "\n\n" + cpp_file.read_text().strip() if cpp_file.exists() else ""
     a = stats["args"]
     text = README.format(
-        arch=architecture(model.config, model), seed=a["seed"], steps=stats["steps"], batch=a["batch"], lr=a["lr"],
+        arch=architecture(model.config, model), seed=a["seed"], vision_from=a.get("vision_from", "(none)"), steps=stats["steps"], batch=a["batch"], lr=a["lr"],
         warmup=a["warmup"], weight_decay=a["weight_decay"], temp=stats["temperature"], seconds=stats["seconds"],
         minutes=stats["seconds"] / 60, threads=stats["threads"], cpu=stats["cpu"], itc=stats["final_itc"],
         itm=stats["final_itm"], scenes=result["scenes"], eval_seed=result["seed"], top1=result["top1"],
