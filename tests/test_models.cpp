@@ -297,6 +297,9 @@ TEST_CASE("a missing attention bias is an error, not zeros") {
       if (!contains(n)) throw load_error("test", "tensor '" + n + "' is missing");
       inner.read(n, s, t, dst);
     }
+    void check(const std::string& n, const shape&) const override {
+      if (!contains(n)) throw load_error("test", "tensor '" + n + "' is missing");
+    }
   };
   VisionConfig c;
   c.hidden_size = 16, c.intermediate_size = 32, c.num_hidden_layers = 1, c.num_attention_heads = 2, c.image_size = 8, c.patch_size = 4;

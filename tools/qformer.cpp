@@ -40,8 +40,9 @@ usage:
       P: lines {"id": ..., "caption": "..."}; R: lines {"id": ..., "captions": ["...", ...]}.
   qformer tokenize --tokenizer FILE_OR_DIR --text TEXT
       Prints the token ids of TEXT as one JSON array (special tokens added as the tokenizer's post-processor does).
-  qformer inspect --model DIR
-      Config summary, tensor count, bytes and dtypes of a Hub-style BLIP-2 folder.
+  qformer inspect --model DIR|FILE.safetensors
+      Config summary, tensor count, bytes and dtypes of a Hub-style BLIP-2 folder; for one .safetensors file,
+      its tensors (name, dtype, shape).
   qformer dump --model DIR --inputs IN.safetensors --out OUT.safetensors [--new-tokens N] [--dtype f32|bf16|f16]
       Runs the model on the inputs and writes every tensor it supports (floats as F32, ids as I64):
         pixel_values (F32 [B,3,H,W])  -> vision_last_hidden_state, vision_pooler_output,
@@ -127,11 +128,19 @@ std::string required(const std::map<std::string, std::string>& opts, const std::
   return it->second;
 }
 
+/// An error message as one line of stderr: line breaks and other control bytes become spaces.
+std::string one_line(std::string message) {
+  for (char& ch : message)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';
+  return message;
+}
+
 int inspect(const std::map<std::string, std::string>& opts) {
   using namespace qformer;
   const std::string dir = required(opts, "model");
-  const Blip2Config c = load_blip2_config(dir);
-  checkpoint ckpt(dir);
+  std::error_code ec;
+  const bool one_file = std::filesystem::is_regular_file(dir, ec);  // a lone .safetensors: its tensors, no config
+  const checkpoint ckpt(dir);
   std::map<std::string, std::pair<std::size_t, std::size_t>> by_dtype;  // dtype -> (tensors, bytes)
   std::size_t bytes = 0;
   for (const auto& name : ckpt.names()) {
@@ -141,6 +150,20 @@ int inspect(const std::map<std::string, std::string>& opts) {
     b += e.end - e.begin;
     bytes += e.end - e.begin;
   }
+  auto print_tensors = [&] {
+    std::printf("files: %zu\n", ckpt.files().size());
+    std::printf("tensors: %zu, %zu bytes (%.2f MiB)\n", ckpt.names().size(), bytes, double(bytes) / (1 << 20));
+    for (const auto& [dt, nb] : by_dtype) std::printf("  %s: %zu tensors, %zu bytes\n", dt.c_str(), nb.first, nb.second);
+  };
+  if (one_file) {
+    std::printf("file: %s\n", dir.c_str());
+    print_tensors();
+    for (const auto& name : ckpt.names())
+      std::printf("  %s %s %s\n", name.c_str(), std::string(dtype_name(ckpt.entry(name).type)).c_str(),
+                  ckpt.entry(name).dims.str().c_str());
+    return 0;
+  }
+  const Blip2Config c = load_blip2_config(dir);
   std::printf("model: %s\n", dir.c_str());
   std::printf("architecture: %s\n", c.architecture.empty() ? "(unset)" : c.architecture.c_str());
   std::printf("vision: %lld layers, hidden %lld, heads %lld, mlp %lld, image %lld px, patch %lld, eps %g\n",
@@ -153,9 +176,7 @@ int inspect(const std::map<std::string, std::string>& opts) {
               (long long)c.num_query_tokens, c.qformer.use_qformer_text_input ? "yes" : "no");
   std::printf("language model: %s, hidden %lld%s\n", c.text.model_type.c_str(), (long long)c.text.hidden_size,
               c.image_token_index ? (", image token " + std::to_string(*c.image_token_index)).c_str() : "");
-  std::printf("files: %zu\n", ckpt.files().size());
-  std::printf("tensors: %zu, %zu bytes (%.2f MiB)\n", ckpt.names().size(), bytes, double(bytes) / (1 << 20));
-  for (const auto& [dt, nb] : by_dtype) std::printf("  %s: %zu tensors, %zu bytes\n", dt.c_str(), nb.first, nb.second);
+  print_tensors();
   return 0;
 }
 
@@ -558,16 +579,16 @@ int main(int argc, char** argv) {
     if (cmd == "dump") return dump(parse_options(argc, argv, 2, {"model", "inputs", "out", "new-tokens", "dtype"}));
     throw usage_error("unknown command '" + cmd + "' (try qformer --help)");
   } catch (const usage_error& e) {
-    std::fprintf(stderr, "qformer: %s\n", e.what());
+    std::fprintf(stderr, "qformer: %s\n", one_line(e.what()).c_str());
     return 2;
   } catch (const qformer::error& e) {
-    std::fprintf(stderr, "qformer: error: %s\n", e.what());
+    std::fprintf(stderr, "qformer: error: %s\n", one_line(e.what()).c_str());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "qformer: error: out of memory\n");
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qformer: error: %s\n", e.what());
+    std::fprintf(stderr, "qformer: error: %s\n", one_line(e.what()).c_str());
     return 1;
   }
 }

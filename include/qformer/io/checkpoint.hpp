@@ -29,6 +29,9 @@ class weight_source {
   /// Reads `name`, converted to `target`, into dst (expected.numel() elements). Throws shape_error naming the
   /// file, the tensor and both shapes when the stored shape is not `expected`; load_error when it is missing.
   virtual void read(const std::string& name, const shape& expected, dtype target, void* dst) const = 0;
+  /// Throws as read() would for a missing tensor or a wrong stored shape, without reading. Loaders call it
+  /// before allocating, so a config that claims absurd sizes fails on the first tensor, not in the allocator.
+  virtual void check(const std::string& name, const shape& expected) const = 0;
 };
 
 /// Loads a layer's tensors under a name prefix: `scope / "layers" / 3` names "layers.3".
@@ -43,10 +46,13 @@ class weight_scope {
   std::string name(const std::string& leaf) const { return prefix_.empty() ? leaf : prefix_ + "." + leaf; }
   const std::string& prefix() const noexcept { return prefix_; }
   bool has(const std::string& leaf) const { return source_->contains(name(leaf)); }
+  /// Throws (load_error / shape_error) unless leaf is stored with shape `expected`; reads nothing.
+  void check(const std::string& leaf, const shape& expected) const { source_->check(name(leaf), expected); }
 
   /// Reads leaf into a new tensor on device D, checking its stored shape.
   template <class T, class D = cpu>
   tensor<T, D> load(const std::string& leaf, const shape& expected) const {
+    source_->check(name(leaf), expected);
     tensor<T, cpu> host(expected);
     source_->read(name(leaf), expected, safetensors_file::tag_of<T>(), host.data());
     return to_device<T, D>(std::move(host));
@@ -86,12 +92,17 @@ class checkpoint final : public weight_source {
   bool contains(const std::string& name) const override { return by_name_.count(name) != 0; }
 
   void read(const std::string& name, const shape& expected, dtype target, void* dst) const override {
+    check(name, expected);
+    const auto& [file, entry] = locate(name);
+    file->read(*entry, target, dst);
+    used_.insert(name);
+  }
+
+  void check(const std::string& name, const shape& expected) const override {
     const auto& [file, entry] = locate(name);
     if (!(entry->dims == expected))
       throw shape_error(file->path() + ": tensor '" + name + "' has shape " + entry->dims.str() + ", expected " +
                         expected.str());
-    file->read(*entry, target, dst);
-    used_.insert(name);
   }
 
   /// The stored entry of a tensor (dtype, shape, offsets) and the file holding it.
@@ -195,6 +206,7 @@ class random_weights final : public weight_source {
     for (auto& v : values) v = normal(rng) + (norm_weight ? 1.0f : 0.0f);
     detail::convert_elements(reinterpret_cast<const std::byte*>(values.data()), dtype::f32, dst, target, n, "random", name);
   }
+  void check(const std::string&, const shape&) const override {}  // any name, any shape
 
  private:
   std::uint64_t seed_;

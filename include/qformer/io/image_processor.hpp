@@ -340,7 +340,7 @@ inline image_processor_config parse_image_processor_config(const std::string& te
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw config_error(file, "(root)", std::string("not valid JSON: ") + e.what());
   }
   if (!j.is_object()) throw config_error(file, "(root)", "is not a JSON object");
@@ -404,7 +404,7 @@ inline image_processor_config load_image_processor_config(const std::string& pat
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       throw config_error(file, "(root)", std::string("not valid JSON: ") + e.what());
     }
     if (!j.is_object() || !j.contains("image_processor") || !j["image_processor"].is_object())

@@ -40,12 +40,18 @@ class mapped_file {
     }
     ::close(fd);
   }
+  /// Views bytes the caller owns (they must outlive this object) under a name for messages: parsers that take a
+  /// mapped_file then read buffers as well (fuzzing, files already in memory). release() does nothing here.
+  static mapped_file borrow(std::string name, const std::byte* data, std::size_t size) {
+    return mapped_file(std::move(name), data, size);
+  }
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;
   mapped_file(mapped_file&& o) noexcept
-      : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+      : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)),
+        owned_(std::exchange(o.owned_, false)) {}
   ~mapped_file() {
-    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    if (data_ && owned_) ::munmap(const_cast<std::byte*>(data_), size_);
   }
 
   /// Drops the pages wholly inside [offset, offset + length) from this process's memory (they are re-read from
@@ -54,7 +60,7 @@ class mapped_file {
   void release(std::size_t offset, std::size_t length) const noexcept {
     static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     const std::size_t begin = (offset + page - 1) / page * page, end = (offset + length) / page * page;
-    if (data_ && end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
+    if (data_ && owned_ && end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
   }
 
   const std::string& path() const noexcept { return path_; }
@@ -62,9 +68,13 @@ class mapped_file {
   std::size_t size() const noexcept { return size_; }
 
  private:
+  mapped_file(std::string name, const std::byte* data, std::size_t size)
+      : path_(std::move(name)), data_(data), size_(size), owned_(false) {}
+
   std::string path_;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  bool owned_ = true;  // false for borrow(): not ours to unmap or advise
 };
 
 }  // namespace qformer

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -40,6 +41,7 @@ inline void convert_elements(const std::byte* src, dtype from, void* dst, dtype 
                              const std::string& file, const std::string& name) {
   auto is_float = [](dtype t) { return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16 || t == dtype::f64; };
   auto is_int = [](dtype t) { return t == dtype::i64 || t == dtype::i32 || t == dtype::i16 || t == dtype::i8 || t == dtype::u8; };
+  if (count == 0) return;  // an empty tensor: dst may be null, and memcpy must not see it
   if (from == to) {
     std::memcpy(dst, src, count * dtype_size(from));
     return;
@@ -89,6 +91,10 @@ class safetensors_file {
   static constexpr std::uint64_t max_header_bytes = 100u << 20;
 
   explicit safetensors_file(const std::string& path) : file_(path) { parse(); }
+  /// Parses safetensors bytes already in memory (owned by the caller, who keeps them alive); `name` is used in
+  /// messages in place of a path.
+  safetensors_file(std::span<const std::byte> bytes, const std::string& name)
+      : file_(mapped_file::borrow(name, bytes.data(), bytes.size())) { parse(); }
 
   const std::string& path() const noexcept { return file_.path(); }
   const std::vector<tensor_entry>& entries() const noexcept { return entries_; }

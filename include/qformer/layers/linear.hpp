@@ -34,6 +34,10 @@ class Linear {
   void load_stacked(std::initializer_list<weight_scope> parts) {
     const index_t part_out = out_ / static_cast<index_t>(parts.size());
     if (part_out * static_cast<index_t>(parts.size()) != out_) throw shape_error("Linear::load_stacked: uneven parts");
+    for (const weight_scope& p : parts) {  // every part present with its shape before the fused allocation
+      p.check("weight", {part_out, in_});
+      if (has_bias_) p.check("bias", {part_out});
+    }
     tensor<T> w({out_, in_});
     tensor<T> b(has_bias_ ? shape{out_} : shape{});
     index_t row = 0;

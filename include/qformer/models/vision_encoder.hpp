@@ -36,6 +36,7 @@ class VisionEncoder {
     const weight_scope emb = s / "embeddings";
     const index_t patch_features = c.num_channels * c.patch_size * c.patch_size;
     // Conv2d weight (C, C_img, p, p) is, row-major, the Linear weight (C, C_img p p) of the im2col patches.
+    (emb / "patch_embedding").check("weight", {c.hidden_size, c.num_channels, c.patch_size, c.patch_size});
     tensor<T> w({c.hidden_size, patch_features});
     (emb / "patch_embedding").template load_into<T>("weight", {c.hidden_size, c.num_channels, c.patch_size, c.patch_size}, w.data());
     patch_embed_.set(std::move(w), (emb / "patch_embedding").template load<T>("bias", {c.hidden_size}));
