@@ -129,7 +129,7 @@ TEST_CASE("safetensors: malformed files are refused with the file and tensor nam
 
 TEST_CASE("safetensors: a path that is not a file") {
   CHECK_THROWS_AS(safetensors_file("/nonexistent/model.safetensors"), load_error);
-  CHECK_THROWS_AS(safetensors_file(test::data_dir()), load_error);
+  CHECK_THROWS_AS((safetensors_file(test::data_dir())), load_error);
 }
 
 TEST_CASE("checkpoint: missing tensors and wrong shapes name the file and tensor") {
@@ -151,7 +151,7 @@ TEST_CASE("checkpoint: missing tensors and wrong shapes name the file and tensor
   } catch (const load_error& e) {
     CHECK(std::string(e.what()).find("vision_model.no_such_tensor") != std::string::npos);
   }
-  CHECK_THROWS_AS(checkpoint(test::data_dir()), load_error);  // a folder with no weights
+  CHECK_THROWS_AS((checkpoint(test::data_dir())), load_error);  // a folder with no weights
 }
 
 TEST_CASE("checkpoint: sharded folders follow the index, and a lying index is refused") {

@@ -54,8 +54,8 @@ inline std::u32string decode_utf8(std::string_view s, const std::string& what = 
       ++i;
       continue;
     }
-    int len;
-    char32_t cp, min;
+    int len = 0;  // set below, or fail() throws
+    char32_t cp = 0, min = 0;
     if (b >= 0xC2 && b <= 0xDF) len = 2, cp = b & 0x1F, min = 0x80;
     else if (b >= 0xE0 && b <= 0xEF) len = 3, cp = b & 0x0F, min = 0x800;
     else if (b >= 0xF0 && b <= 0xF4) len = 4, cp = b & 0x07, min = 0x10000;
