@@ -84,6 +84,42 @@ TEST_CASE_TEMPLATE("linear matches the reference, including strided input and no
   CHECK_THROWS_AS((ops::linear<T, cpu>(ctx, xs, w.get(), b.get(), wrong.mut())), shape_error);
 }
 
+TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the reference at every edge", T, float, bf16) {
+  // Rows 1-4 take the GEMV kernels, more the blocked GEMM (panels of 32 and a last one of 16 or 32, micro-tiles
+  // of 12/8/4/2/1 rows of w); depths past one block (1024 fp32, 2048 bf16) accumulate across blocks; odd depths
+  // leave bf16 a half pair; strided x and y.
+  struct size3 {
+    index_t rows, in, out;
+  };
+  const size3 sizes[] = {{1, 1, 1},   {1, 37, 29},  {2, 64, 13},   {3, 17, 40},   {4, 100, 9},    {5, 33, 12},
+                         {16, 31, 25}, {17, 8, 27},  {31, 65, 11},  {33, 70, 50},  {47, 129, 37},  {64, 2100, 14},
+                         {70, 1030, 3}, {257, 40, 29}, {300, 2051, 13}, {9, 4099, 21}};
+  context<cpu> ctx;
+  if (!host_cpu().has_avx512()) MESSAGE("this CPU has no AVX-512: both runs take the portable path");
+  for (const size3& s : sizes) {
+    CAPTURE(s.rows);
+    CAPTURE(s.in);
+    CAPTURE(s.out);
+    tensor<T> x = test::random_tensor<T>({s.rows, s.in + 3}, 11), w = test::random_tensor<T>({s.out, s.in}, 12),
+              b = test::random_tensor<T>({s.out}, 13);
+    view<const T> xs = x.get().columns(2, s.in);
+    tensor<T> want({s.rows, s.out});
+    reference::linear<T>(xs, w.get(), b.get(), want.mut());
+    for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::portable}) {
+      set_cpu_kernels(choice);
+      tensor<T> got({s.rows, s.out + 5});
+      view<T> ys = got.mut().columns(1, s.out);
+      ops::linear<T, cpu>(ctx, xs, w.get(), b.get(), ys);
+      CHECK(test::relative_max_diff(view<const T>(ys), want.get()) <= tolerance<T>() * std::max(1.0, std::sqrt(s.in / 64.0)));
+      tensor<T> nobias({s.rows, s.out}), want_nobias({s.rows, s.out});
+      reference::linear<T>(xs, w.get(), view<const T>(), want_nobias.mut());
+      ops::linear<T, cpu>(ctx, xs, w.get(), view<const T>(), nobias.mut());
+      CHECK(test::relative_max_diff(nobias.get(), want_nobias.get()) <= tolerance<T>() * std::max(1.0, std::sqrt(s.in / 64.0)));
+    }
+    set_cpu_kernels(cpu_kernels::automatic);
+  }
+}
+
 TEST_CASE_TEMPLATE("layer_norm matches the reference (and works in place)", T, float, fp16, bf16) {
   context<cpu> ctx;
   tensor<T> x = test::random_tensor<T>({5, 3, 45}, 4), w = test::random_tensor<T>({45}, 5), b = test::random_tensor<T>({45}, 6);

@@ -1,19 +1,79 @@
 #pragma once
 /// \file
-/// CPU linear layer: y = x W^T + b through Eigen's GEMM, fp32 accumulation for every dtype.
+/// CPU linear layer: y = x W^T + b, fp32 accumulation for every dtype.
+/// fp32 and bf16 take the AVX-512 kernels of gemm_avx512.hpp where the CPU has them (checked at run time);
+/// everything else -- fp16, CPUs without AVX-512, or `set_cpu_kernels(cpu_kernels::portable)` -- goes through
+/// Eigen's GEMM (non-float weights widened to float in panels of output rows so the scratch stays small).
 
 #include "eigen_maps.hpp"
+#include "gemm_avx512.hpp"
 
 #include <algorithm>
+#include <atomic>
 
-namespace qformer::cpu_detail {
+namespace qformer {
+
+/// Which CPU kernels linear layers use: `automatic` (the fastest this CPU runs) or `portable` (Eigen only; tests
+/// compare the two, and a user can rule the hand-written kernels out).
+enum class cpu_kernels { automatic, portable };
+
+namespace cpu_detail {
+inline std::atomic<cpu_kernels>& kernel_choice() {
+  static std::atomic<cpu_kernels> choice{cpu_kernels::automatic};
+  return choice;
+}
+}  // namespace cpu_detail
+
+inline void set_cpu_kernels(cpu_kernels choice) { cpu_detail::kernel_choice().store(choice); }
+inline cpu_kernels get_cpu_kernels() { return cpu_detail::kernel_choice().load(); }
+
+namespace cpu_detail {
+
+/// Whether the AVX-512 kernels handle T on this CPU now.
+template <class T>
+bool use_avx512_kernels() {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if (get_cpu_kernels() == cpu_kernels::portable) return false;
+  if constexpr (std::is_same_v<T, float>) return host_cpu().has_avx512();
+  else if constexpr (std::is_same_v<T, bf16>) return host_cpu().has_avx512_bf16();
+  else return false;
+#else
+  return false;
+#endif
+}
 
 /// x (N, in), w (out, in), b (out) or empty, y (N, out).
-/// Non-float weights are widened to float in panels of output rows so the scratch stays small.
 template <class T>
 void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b, view<T> y) {
   const index_t N = x.rows(), in = x.cols(), out = w.rows();
   typename context<cpu>::scope scope(ctx);
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if (N > 0 && out > 0 && in > 0 && use_avx512_kernels<T>()) {
+    const T* bias = b.empty() ? nullptr : b.data();
+    if constexpr (std::is_same_v<T, float>) {
+      if (N <= avx512::gemv_max_rows) {
+        avx512::gemv_f32(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in);
+      } else {
+        view<float> xp = ctx.alloc<float>({static_cast<index_t>(avx512::gemm_f32_scratch_bytes(N, in) / 4)});
+        const avx512::gemm_f32_kernel kernel{x.data(), w.data(), bias, y.data(), x.row_stride(), w.row_stride(), y.row_stride()};
+        avx512::blocked_gemm(kernel, N, out, in, xp.data());
+      }
+      return;
+    } else if constexpr (std::is_same_v<T, bf16>) {
+      if (N <= avx512::gemv_max_rows) {
+        avx512::gemv_bf16(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in);
+      } else {
+        view<float> xp = ctx.alloc<float>({static_cast<index_t>(avx512::gemm_bf16_scratch_bytes(N, in) / 4)});
+        float* acc = in > avx512::gemm_bf16_kernel::block_k ? ctx.alloc<float>({N, out}).data() : nullptr;
+        const avx512::gemm_bf16_kernel kernel{reinterpret_cast<const std::uint16_t*>(x.data()),
+                                              reinterpret_cast<const std::uint16_t*>(w.data()), bias, y.data(), acc,
+                                              x.row_stride(), w.row_stride(), y.row_stride(), out};
+        avx512::blocked_gemm(kernel, N, out, in, reinterpret_cast<std::uint32_t*>(xp.data()));
+      }
+      return;
+    }
+  }
+#endif
   if constexpr (std::is_same_v<T, float>) {
     auto Y = map(y);
     Y.noalias() = cmap(x) * cmap(w).transpose();
@@ -36,4 +96,5 @@ void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b
   }
 }
 
-}  // namespace qformer::cpu_detail
+}  // namespace cpu_detail
+}  // namespace qformer

@@ -1,0 +1,442 @@
+#pragma once
+/// \file
+/// AVX-512 linear-layer kernels: y (M, N) = x (M, K) · w (N, K)^T + b, with w a torch Linear weight (out, in)
+/// row-major, fp32 accumulation. Compiled with function target attributes, so they exist in every build and run
+/// only where cpu_features says the CPU has the instructions (backends/cpu/gemm.hpp dispatches).
+///
+/// GEMM (M > gemv_max_rows), "weights stationary": a micro-tile is 12 output columns (12 rows of w, broadcast
+/// one element at a time straight from w, no packing of the big operand) by 32 or 16 output rows (x packed once
+/// per call, transposed, into panels xp[k][j] = x[m0 + j][k], zero-padded). 24 (or 12) zmm accumulators stay in
+/// registers over the whole K; each step is 2 vector loads of xp and 12 broadcast FMAs per 16 lanes. The n-tiles
+/// are split across OpenMP threads; w is read from memory once, xp stays in L2.
+///   fp32: vfmadd231ps. bf16: vdpbf16ps (avx512_bf16) on k pairs: xp holds (x[m][k], x[m][k+1]) per 32-bit lane,
+///   the broadcast is the pair (w[n][k], w[n][k+1]); products exact, sums in fp32, as oneDNN's bf16 GEMM.
+/// GEMV (M <= gemv_max_rows, the decode step): each w row streamed once against the few x rows, 16 (fp32) or 32
+/// (bf16) elements per load, horizontal sums at the end: bound by memory bandwidth, as it must be.
+
+#include "../../core/context.hpp"
+#include "../../core/cpu_features.hpp"
+#include "../../core/dtype.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#if defined(QFORMER_X86) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define QFORMER_HAVE_AVX512_KERNELS 1
+#define QFORMER_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define QFORMER_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+#endif
+
+namespace qformer::cpu_detail::avx512 {
+
+/// Up to this many rows of x take the GEMV path.
+inline constexpr index_t gemv_max_rows = 4;
+/// Output columns (rows of w) per GEMM micro-tile.
+inline constexpr int tile_n = 12;
+
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+
+/// x is packed in panels of 32 rows, the last one 16 or 32 wide (rows beyond M zero): padded_rows(M) in all.
+inline index_t padded_rows(index_t M) { return (M + 15) / 16 * 16; }
+inline index_t panel_width(index_t M, index_t m0) { return M - m0 > 16 ? 32 : 16; }
+
+/// The number of threads the kernels use: Eigen's setting (the qformer program's --threads sets it).
+inline int kernel_threads(index_t work_items) {
+#if defined(_OPENMP)
+  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(omp_get_max_threads(), work_items)));
+#else
+  (void)work_items;
+  return 1;
+#endif
+}
+
+/// The sum of v's 16 lanes (GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header).
+QFORMER_TARGET_AVX512 inline float lane_sum(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float s = 0.0f;
+  for (float l : lanes) s += l;
+  return s;
+}
+
+// ---- fp32 ------------------------------------------------------------------------------------------------------
+
+/// One packed panel: dst[k * width + j] = x[j][k] for j < rows, 0 for rows <= j < width; k in [0, kc).
+inline void pack_panel_f32(const float* x, index_t ldx, index_t rows, index_t width, index_t kc, float* dst) {
+  for (index_t k0 = 0; k0 < kc; k0 += 64) {
+    const index_t k1 = std::min(kc, k0 + 64);
+    for (index_t j = 0; j < width; ++j) {
+      if (j < rows) {
+        const float* src = x + j * ldx;
+        for (index_t k = k0; k < k1; ++k) dst[k * width + j] = src[k];
+      } else {
+        for (index_t k = k0; k < k1; ++k) dst[k * width + j] = 0.0f;
+      }
+    }
+  }
+}
+
+/// out (R, NV*16) = w rows [0, R) (ldw) · xp panel (K, NV*16).
+template <int R, int NV>
+QFORMER_TARGET_AVX512 inline void tile_f32(const float* w, index_t ldw, const float* xp, index_t K, float* out) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (index_t k = 0; k < K; ++k) {
+    __m512 xv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_ps(xp + k * (NV * 16) + v * 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const __m512 wb = _mm512_set1_ps(w[r * ldw + k]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + r * (NV * 16) + v * 16, acc[r][v]);
+}
+
+/// y rows [0, MM) of columns [n0, n0 + R): R rows of w against MM rows of x, 16 k at a time.
+template <int R, int MM>
+QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, const float* w, index_t ldw, index_t K,
+                                                 float* sums /* R x MM */) {
+  __m512 acc[R][MM];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
+  index_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 xv[MM];
+    for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_ps(x + m * ldx + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = _mm512_loadu_ps(w + r * ldw + k);
+      for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_fmadd_ps(wv, xv[m], acc[r][m]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (K - k)) - 1u);
+    __m512 xv[MM];
+    for (int m = 0; m < MM; ++m) xv[m] = _mm512_maskz_loadu_ps(mask, x + m * ldx + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = _mm512_maskz_loadu_ps(mask, w + r * ldw + k);
+      for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_fmadd_ps(wv, xv[m], acc[r][m]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) sums[r * MM + m] = lane_sum(acc[r][m]);
+}
+
+template <int MM>
+QFORMER_TARGET_AVX512 inline void gemv_f32_rows(const float* x, index_t ldx, const float* w, index_t ldw, const float* b,
+                                                float* y, index_t ldy, index_t N, index_t K) {
+  constexpr int R = MM <= 2 ? 8 : 4;
+  const index_t blocks = (N + R - 1) / R;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(kernel_threads(blocks / 8 + 1))
+#endif
+  for (index_t blk = 0; blk < blocks; ++blk) {
+    const index_t n0 = blk * R;
+    float sums[R * MM];
+    if (n0 + R <= N) {
+      gemv_block_f32<R, MM>(x, ldx, w + n0 * ldw, ldw, K, sums);
+      for (int r = 0; r < R; ++r)
+        for (int m = 0; m < MM; ++m) y[m * ldy + n0 + r] = sums[r * MM + m] + (b ? b[n0 + r] : 0.0f);
+    } else {
+      for (index_t n = n0; n < N; ++n) {
+        gemv_block_f32<1, MM>(x, ldx, w + n * ldw, ldw, K, sums);
+        for (int m = 0; m < MM; ++m) y[m * ldy + n] = sums[m] + (b ? b[n] : 0.0f);
+      }
+    }
+  }
+}
+
+QFORMER_TARGET_AVX512 inline void gemv_f32(const float* x, index_t ldx, const float* w, index_t ldw, const float* b,
+                                           float* y, index_t ldy, index_t M, index_t N, index_t K) {
+  switch (M) {
+    case 1: gemv_f32_rows<1>(x, ldx, w, ldw, b, y, ldy, N, K); break;
+    case 2: gemv_f32_rows<2>(x, ldx, w, ldw, b, y, ldy, N, K); break;
+    case 3: gemv_f32_rows<3>(x, ldx, w, ldw, b, y, ldy, N, K); break;
+    default: gemv_f32_rows<4>(x, ldx, w, ldw, b, y, ldy, N, K); break;
+  }
+}
+
+// ---- bf16 (avx512_bf16) --------------------------------------------------------------------------------------
+
+/// The 32-bit pair (lo = a[k], hi = a[k + 1]) of a bf16 row, with a[K] read as 0.
+inline std::uint32_t pair_at(const std::uint16_t* row, index_t k, index_t K) {
+  const std::uint32_t lo = row[k], hi = k + 1 < K ? row[k + 1] : 0u;
+  return lo | (hi << 16);
+}
+
+/// One packed panel of k pairs: dst[k2 * width + j] = (x[j][2 k2], x[j][2 k2 + 1]) for j < rows (x[j][kc] read as
+/// 0), 0 for rows <= j < width; k2 in [0, ceil(kc / 2)).
+inline void pack_panel_bf16(const std::uint16_t* x, index_t ldx, index_t rows, index_t width, index_t kc, std::uint32_t* dst) {
+  const index_t pairs = (kc + 1) / 2;
+  for (index_t j = 0; j < width; ++j) {
+    if (j < rows) {
+      const std::uint16_t* src = x + j * ldx;
+      for (index_t k2 = 0; k2 < pairs; ++k2) dst[k2 * width + j] = pair_at(src, 2 * k2, kc);
+    } else {
+      for (index_t k2 = 0; k2 < pairs; ++k2) dst[k2 * width + j] = 0u;
+    }
+  }
+}
+
+/// One k pair of a bf16 tile: acc[r][v] += xp pair row · (w[r][2 k2], w[r][2 k2 + 1]); `Whole`: both in the row.
+template <int R, int NV, bool Whole>
+QFORMER_TARGET_AVX512_BF16 inline __attribute__((always_inline)) void tile_bf16_step(
+    __m512 (&acc)[R][NV], const std::uint32_t* xrow, const std::uint16_t* w, index_t ldw, index_t k2, index_t K) {
+  __m512bh xv[NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) xv[v] = (__m512bh)_mm512_loadu_si512(xrow + v * 16);
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r) {
+    std::uint32_t pair;
+    if constexpr (Whole) std::memcpy(&pair, w + r * ldw + 2 * k2, 4);
+    else pair = pair_at(w + r * ldw, 2 * k2, K);  // odd K: (w[K - 1], 0)
+    const __m512bh wb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], xv[v], wb);
+  }
+}
+
+template <int R, int NV>
+QFORMER_TARGET_AVX512_BF16 inline void tile_bf16(const std::uint16_t* w, index_t ldw, const std::uint32_t* xp, index_t K,
+                                                 float* out) {
+  const index_t K2 = (K + 1) / 2, full = K / 2;  // pairs; the last one half-filled when K is odd
+  __m512 acc[R][NV];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (index_t k2 = 0; k2 < full; ++k2) tile_bf16_step<R, NV, true>(acc, xp + k2 * (NV * 16), w, ldw, k2, K);
+  if (K2 > full) tile_bf16_step<R, NV, false>(acc, xp + full * (NV * 16), w, ldw, full, K);
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + r * (NV * 16) + v * 16, acc[r][v]);
+}
+
+template <int R, int MM>
+QFORMER_TARGET_AVX512_BF16 inline void gemv_block_bf16(const std::uint16_t* x, index_t ldx, const std::uint16_t* w,
+                                                       index_t ldw, index_t K, float* sums) {
+  __m512 acc[R][MM];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
+  index_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512bh xv[MM];
+    for (int m = 0; m < MM; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(x + m * ldx + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + r * ldw + k);
+      for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], wv, xv[m]);
+    }
+  }
+  if (k < K) {
+    const __mmask32 mask = static_cast<__mmask32>((std::uint64_t{1} << (K - k)) - 1u);
+    __m512bh xv[MM];
+    for (int m = 0; m < MM; ++m) xv[m] = (__m512bh)_mm512_maskz_loadu_epi16(mask, x + m * ldx + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(mask, w + r * ldw + k);
+      for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], wv, xv[m]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) sums[r * MM + m] = lane_sum(acc[r][m]);
+}
+
+template <int MM>
+QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16_rows(const std::uint16_t* x, index_t ldx, const std::uint16_t* w,
+                                                      index_t ldw, const bf16* b, bf16* y, index_t ldy, index_t N, index_t K) {
+  constexpr int R = MM <= 2 ? 8 : 4;
+  const index_t blocks = (N + R - 1) / R;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(kernel_threads(blocks / 8 + 1))
+#endif
+  for (index_t blk = 0; blk < blocks; ++blk) {
+    const index_t n0 = blk * R;
+    float sums[R * MM];
+    if (n0 + R <= N) {
+      gemv_block_bf16<R, MM>(x, ldx, w + n0 * ldw, ldw, K, sums);
+      for (int r = 0; r < R; ++r)
+        for (int m = 0; m < MM; ++m)
+          y[m * ldy + n0 + r] = bf16(sums[r * MM + m] + (b ? static_cast<float>(b[n0 + r]) : 0.0f));
+    } else {
+      for (index_t n = n0; n < N; ++n) {
+        gemv_block_bf16<1, MM>(x, ldx, w + n * ldw, ldw, K, sums);
+        for (int m = 0; m < MM; ++m) y[m * ldy + n] = bf16(sums[m] + (b ? static_cast<float>(b[n]) : 0.0f));
+      }
+    }
+  }
+}
+
+QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, const bf16* w, index_t ldw, const bf16* b,
+                                                 bf16* y, index_t ldy, index_t M, index_t N, index_t K) {
+  const auto* x16 = reinterpret_cast<const std::uint16_t*>(x);
+  const auto* w16 = reinterpret_cast<const std::uint16_t*>(w);
+  switch (M) {
+    case 1: gemv_bf16_rows<1>(x16, ldx, w16, ldw, b, y, ldy, N, K); break;
+    case 2: gemv_bf16_rows<2>(x16, ldx, w16, ldw, b, y, ldy, N, K); break;
+    case 3: gemv_bf16_rows<3>(x16, ldx, w16, ldw, b, y, ldy, N, K); break;
+    default: gemv_bf16_rows<4>(x16, ldx, w16, ldw, b, y, ldy, N, K); break;
+  }
+}
+
+
+// ---- the blocked GEMM both element types share ------------------------------------------------------------------
+
+/// Rows of x per block and (in elements of k) depth per block: a packed block of x (block_m x block_k fp32 =
+/// 1 MiB, or bf16 pairs: the same bytes for twice the depth) stays in L2 while every n-tile passes over it.
+inline constexpr index_t block_m = 256;
+
+/// Calls tile(r0, r) over [0, rows) in micro-tiles of 12, 8, 4, 2, 1 rows of w.
+template <class Tile>
+inline void for_tile_rows(index_t rows, Tile&& tile) {
+  index_t r0 = 0;
+  while (r0 < rows) {
+    const index_t left = rows - r0;
+    const int r = left >= 12 ? 12 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+    tile(r0, r);
+    r0 += r;
+  }
+}
+
+/// Runs Kernel's micro-tiles over y (M, N): for each block of rows and of depth, x's block is packed (panels in
+/// parallel), then the n-tiles are split across threads. Kernel provides: `packed` (element of xp), block_k,
+/// units(kc) (packed elements per row of a panel for depth kc), pack(m0, rows, width, k0, kc, dst),
+/// tile(r, nv, n0, k0, kc, panel, out) and emit(m, n0, r, out + j, stride, first_k_block, last_k_block).
+template <class Kernel>
+void blocked_gemm(const Kernel& kernel, index_t M, index_t N, index_t K, typename Kernel::packed* xp) {
+  const index_t tiles = (N + tile_n - 1) / tile_n;
+  for (index_t mb = 0; mb < M; mb += block_m) {
+    const index_t rows_in_block = std::min(block_m, M - mb), panels = (rows_in_block + 31) / 32;
+    for (index_t k0 = 0; k0 < K; k0 += Kernel::block_k) {
+      const index_t kc = std::min(Kernel::block_k, K - k0), units = Kernel::units(kc);
+      const bool first = k0 == 0, last = k0 + kc == K;
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(kernel_threads(tiles))
+#endif
+      {
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (index_t p = 0; p < panels; ++p) {
+          const index_t m0 = p * 32;
+          kernel.pack(mb + m0, std::min<index_t>(32, rows_in_block - m0), panel_width(rows_in_block, m0), k0, kc,
+                      xp + m0 * units);
+        }
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (index_t t = 0; t < tiles; ++t) {
+          alignas(64) float out[tile_n * 32];
+          const index_t n0 = t * tile_n, rows = std::min<index_t>(tile_n, N - n0);
+          for (index_t m0 = 0; m0 < rows_in_block; m0 += 32) {
+            const index_t width = panel_width(rows_in_block, m0), valid = std::min<index_t>(width, rows_in_block - m0);
+            for_tile_rows(rows, [&](index_t r0, int r) {
+              kernel.tile(r, static_cast<int>(width / 16), n0 + r0, k0, kc, xp + m0 * units, out);
+              for (index_t j = 0; j < valid; ++j) kernel.emit(mb + m0 + j, n0 + r0, r, out + j, width, first, last);
+            });
+          }
+        }
+      }
+    }
+  }
+}
+
+/// Calls fn.template operator()<R, NV>() for the runtime (r, nv) of a micro-tile.
+template <class Fn>
+inline void dispatch_tile(int r, int nv, Fn&& fn) {
+  if (nv == 2) {
+    switch (r) {
+      case 12: fn.template operator()<12, 2>(); break;
+      case 8: fn.template operator()<8, 2>(); break;
+      case 4: fn.template operator()<4, 2>(); break;
+      case 2: fn.template operator()<2, 2>(); break;
+      default: fn.template operator()<1, 2>(); break;
+    }
+  } else {
+    switch (r) {
+      case 12: fn.template operator()<12, 1>(); break;
+      case 8: fn.template operator()<8, 1>(); break;
+      case 4: fn.template operator()<4, 1>(); break;
+      case 2: fn.template operator()<2, 1>(); break;
+      default: fn.template operator()<1, 1>(); break;
+    }
+  }
+}
+
+/// fp32: y (M, N) = x · w^T + b, accumulated in y across depth blocks.
+struct gemm_f32_kernel {
+  using packed = float;
+  static constexpr index_t block_k = 1024;
+  static index_t units(index_t kc) { return kc; }
+  const float *x, *w, *b;
+  float* y;
+  index_t ldx, ldw, ldy;
+
+  void pack(index_t m0, index_t rows, index_t width, index_t k0, index_t kc, float* dst) const {
+    pack_panel_f32(x + m0 * ldx + k0, ldx, rows, width, kc, dst);
+  }
+  void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const float* panel, float* out) const {
+    const float* wr = w + n0 * ldw + k0;
+    dispatch_tile(r, nv, [&]<int R, int NV>() { tile_f32<R, NV>(wr, ldw, panel, kc, out); });
+  }
+  void emit(index_t m, index_t n0, int r, const float* vals, index_t stride, bool first, bool) const {
+    float* dst = y + m * ldy + n0;
+    for (int i = 0; i < r; ++i) dst[i] = (first ? (b ? b[n0 + i] : 0.0f) : dst[i]) + vals[i * stride];
+  }
+};
+
+/// bf16: fp32 sums over depth blocks in `acc` (M, N; only when K spans several blocks), bias added and rounded
+/// to bf16 once, at the last block.
+struct gemm_bf16_kernel {
+  using packed = std::uint32_t;
+  static constexpr index_t block_k = 2048;  // 1024 pairs
+  static index_t units(index_t kc) { return (kc + 1) / 2; }
+  const std::uint16_t *x, *w;
+  const bf16* b;
+  bf16* y;
+  float* acc;  // (M, N) scratch, or null when K <= block_k
+  index_t ldx, ldw, ldy, N;
+
+  void pack(index_t m0, index_t rows, index_t width, index_t k0, index_t kc, std::uint32_t* dst) const {
+    pack_panel_bf16(x + m0 * ldx + k0, ldx, rows, width, kc, dst);
+  }
+  void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const std::uint32_t* panel, float* out) const {
+    const std::uint16_t* wr = w + n0 * ldw + k0;
+    dispatch_tile(r, nv, [&]<int R, int NV>() { tile_bf16<R, NV>(wr, ldw, panel, kc, out); });
+  }
+  void emit(index_t m, index_t n0, int r, const float* vals, index_t stride, bool first, bool last) const {
+    for (int i = 0; i < r; ++i) {
+      float sum = vals[i * stride];
+      if (acc) {
+        float& a = acc[m * N + n0 + i];
+        sum = first ? sum : a + sum;
+        a = sum;
+      }
+      if (last) y[m * ldy + n0 + i] = bf16(sum + (b ? static_cast<float>(b[n0 + i]) : 0.0f));
+    }
+  }
+};
+
+/// Packed-x scratch the GEMMs need for M rows and depth K, in bytes.
+inline std::size_t gemm_f32_scratch_bytes(index_t M, index_t K) {
+  return static_cast<std::size_t>(padded_rows(std::min(M, block_m)) * gemm_f32_kernel::units(std::min(K, gemm_f32_kernel::block_k))) * 4;
+}
+inline std::size_t gemm_bf16_scratch_bytes(index_t M, index_t K) {
+  return static_cast<std::size_t>(padded_rows(std::min(M, block_m)) * gemm_bf16_kernel::units(std::min(K, gemm_bf16_kernel::block_k))) * 4;
+}
+
+#endif  // QFORMER_HAVE_AVX512_KERNELS
+
+}  // namespace qformer::cpu_detail::avx512
