@@ -7,19 +7,6 @@ namespace {
 
 using namespace qformer;
 
-double qformer_flops(const QFormerConfig& c, double queries, double image_tokens, double batch) {
-  const double Q = queries, C = double(c.hidden_size), I = double(c.intermediate_size), M = double(c.encoder_hidden_size);
-  double total = 0;
-  for (index_t i = 0; i < c.num_hidden_layers; ++i) {
-    total += bench::linear_flops(Q, C, 3 * C) + bench::attention_flops(Q, Q, C) + bench::linear_flops(Q, C, C);
-    if (c.has_cross_attention(i))
-      total += bench::linear_flops(Q, C, C) + bench::linear_flops(image_tokens, M, 2 * C) +
-               bench::attention_flops(Q, image_tokens, C) + bench::linear_flops(Q, C, C);
-    total += bench::linear_flops(Q, C, I) + bench::linear_flops(Q, I, C);
-  }
-  return batch * total;
-}
-
 template <class T>
 void BM_qformer(benchmark::State& state) {
   const Blip2Config c = bench::blip2_opt_2_7b();
@@ -39,7 +26,7 @@ void BM_qformer(benchmark::State& state) {
     benchmark::DoNotOptimize(qformer(ctx, image.get()).data());
   }
   state.counters["GFLOP/s"] = benchmark::Counter(
-      qformer_flops(c.qformer, double(c.num_query_tokens), double(image_tokens), double(batch)) * 1e-9,
+      presets::qformer_flops(c.qformer, double(c.num_query_tokens), double(image_tokens), double(batch)) * 1e-9,
       benchmark::Counter::kIsIterationInvariantRate);
 }
 

@@ -7,14 +7,6 @@ namespace {
 
 using namespace qformer;
 
-double vision_flops(const VisionConfig& c, double batch) {
-  const double L = double(c.num_positions()), C = double(c.hidden_size), I = double(c.intermediate_size);
-  const double per_block = bench::linear_flops(L, C, 3 * C) + bench::attention_flops(L, L, C) +
-                           bench::linear_flops(L, C, C) + bench::linear_flops(L, C, I) + bench::linear_flops(L, I, C);
-  const double patches = bench::linear_flops(double(c.num_patches()), 3.0 * c.patch_size * c.patch_size, C);
-  return batch * (double(c.num_hidden_layers) * per_block + patches);
-}
-
 template <class T>
 void BM_vision_encoder(benchmark::State& state) {
   const VisionConfig c = bench::blip2_opt_2_7b().vision;
@@ -33,7 +25,7 @@ void BM_vision_encoder(benchmark::State& state) {
     typename context<cpu>::scope scope(ctx);
     benchmark::DoNotOptimize(vision(ctx, pixels.get()).data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(vision_flops(c, double(batch)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(presets::vision_flops(c, double(batch)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["images/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
 }
 

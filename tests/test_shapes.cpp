@@ -172,3 +172,26 @@ TEST_CASE("the bundled shapes retrieval model ranks the right caption first for 
   REQUIRE(total == 100);
   CHECK(right >= 95);
 }
+
+TEST_CASE("reduced precision: the shapes captioner in bf16 and fp16 captions 50 fresh scenes as in fp32") {
+  // bf16 runs the vision tower, projection and OPT in bf16 (the AVX-512 bf16 kernels where the CPU has them) with
+  // the Q-Former in fp32, as transformers does; the demo model's captions must not change.
+  shapes::scene_sampler sample(777);
+  std::vector<qformer::rgb_image> images;
+  for (int i = 0; i < 50; ++i) images.push_back(shapes::render(sample()));
+  qformer::context<qformer::cpu> ctx;
+  std::vector<std::string> fp32;
+  for (const auto& image : images) fp32.push_back(captioner().caption(ctx, image));
+  const auto bf16 = qformer::Blip2Pipeline<qformer::bf16>::from_pretrained(captioner_dir());
+  const auto fp16 = qformer::Blip2Pipeline<qformer::fp16>::from_pretrained(captioner_dir());
+  int same_bf16 = 0, same_fp16 = 0;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const std::string b = bf16.caption(ctx, images[i]), h = fp16.caption(ctx, images[i]);
+    same_bf16 += b == fp32[i];
+    same_fp16 += h == fp32[i];
+    if (b != fp32[i]) MESSAGE("scene " << i << ": bf16 '" << b << "', fp32 '" << fp32[i] << "'");
+  }
+  MESSAGE("captions equal to fp32's: bf16 " << same_bf16 << "/50, fp16 " << same_fp16 << "/50");
+  CHECK(same_bf16 == 50);
+  CHECK(same_fp16 == 50);
+}

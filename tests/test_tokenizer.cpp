@@ -76,7 +76,8 @@ TEST_CASE("tokenizer: corpus of 350 strings x 11 tokenizer files, id for id") {
   REQUIRE(texts.size() >= 300);
   REQUIRE(c["tokenizers"].size() == 11);
   for (const auto& [name, spec] : c["tokenizers"].items()) {
-    CAPTURE(name);
+    const auto& name_copy = name;  // clang 14 cannot capture a structured binding
+    CAPTURE(name_copy);
     const tokenizer t = tokenizer::from_file(tok_file(spec["file"].get<std::string>()));
     const auto prefix = spec["prefix"].get<std::vector<std::int64_t>>();
     const auto suffix = spec["suffix"].get<std::vector<std::int64_t>>();
@@ -101,13 +102,15 @@ TEST_CASE("tokenizer: corpus of 350 strings x 11 tokenizer files, id for id") {
                  << texts.size() << " decoded texts equal to tokenizers'");
     CHECK(t.vocab_size() == spec["vocab_size"].get<std::size_t>());
     for (const auto& [token, id] : spec["token_to_id"].items()) {
-      CAPTURE(token);
+      const auto& token_copy = token;  // clang 14 cannot capture a structured binding
+      CAPTURE(token_copy);
       const auto got = t.token_to_id(token);
       if (id.is_null()) CHECK_FALSE(got.has_value());
       else CHECK(got == std::optional<std::int64_t>(id.get<std::int64_t>()));
     }
     for (const auto& [id, token] : spec["id_to_token"].items()) {
-      CAPTURE(id);
+      const auto& id_copy = id;  // clang 14 cannot capture a structured binding
+      CAPTURE(id_copy);
       const auto got = t.id_to_token(std::stoll(id));
       if (token.is_null()) CHECK_FALSE(got.has_value());
       else CHECK(got == std::optional<std::string>(token.get<std::string>()));
@@ -140,8 +143,10 @@ TEST_CASE("tokenizer: every code point, alone, between spaces and between letter
     if (!spec.contains("codepoint_hashes")) continue;
     const tokenizer t = tokenizer::from_file(tok_file(spec["file"].get<std::string>()));
     for (const auto& [ctx, joiner] : contexts) {
-      CAPTURE(name);
-      CAPTURE(ctx);
+      const auto& name_copy = name;  // clang 14 cannot capture a structured binding
+      CAPTURE(name_copy);
+      const auto& ctx_copy = ctx;  // clang 14 cannot capture a structured binding
+      CAPTURE(ctx_copy);
       const auto want = spec["codepoint_hashes"][ctx].get<std::vector<std::uint64_t>>();
       const auto texts = strings(joiner);
       REQUIRE(want.size() == (texts.size() + 63) / 64);
@@ -236,7 +241,8 @@ TEST_CASE("tokenizer: invalid UTF-8 input names the bad byte's offset") {
       {std::string("\xFF", 1), 0},
   };
   for (const auto& [bytes, offset] : cases) {
-    CAPTURE(offset);
+    const auto& offset_copy = offset;  // clang 14 cannot capture a structured binding
+    CAPTURE(offset_copy);
     try {
       (void)t.encode(bytes);
       FAIL("accepted invalid UTF-8");

@@ -7,6 +7,8 @@
 #include <qformer/pipeline.hpp>
 #include <qformer/qformer.hpp>
 
+#include "bench_command.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -40,6 +42,11 @@ usage:
       P: lines {"id": ..., "caption": "..."}; R: lines {"id": ..., "captions": ["...", ...]}.
   qformer tokenize --tokenizer FILE_OR_DIR --text TEXT
       Prints the token ids of TEXT as one JSON array (special tokens added as the tokenizer's post-processor does).
+  qformer bench [--stages vision,qformer,decode,caption] [--batches 1,8] [--dtypes f32,bf16] [--repeats N]
+                [--threads N] [--new-tokens N] [--json]
+      Times BLIP-2 at full size (blip2-opt-2.7b shapes, random weights made in process; fp32 needs ~16 GB of
+      memory, bf16 ~8 GB): min / median ms, GFLOP/s or GB/s and the fraction of this machine's peak, measured
+      in the same run by FMA, bf16 and memory-read probes. --json prints one JSON document for scripts.
   qformer inspect --model DIR|FILE.safetensors
       Config summary, tensor count, bytes and dtypes of a Hub-style BLIP-2 folder; for one .safetensors file,
       its tensors (name, dtype, shape).
@@ -521,6 +528,48 @@ int rank(int argc, char** argv) {
   return 0;
 }
 
+std::vector<std::string> comma_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t end = std::min(text.find(',', start), text.size());
+    if (end > start) out.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+int bench(const std::map<std::string, std::string>& opts) {
+  bench_command::settings s;
+  auto check_names = [](const std::vector<std::string>& got, const std::vector<std::string>& allowed, const char* what) {
+    for (const auto& g : got)
+      if (std::find(allowed.begin(), allowed.end(), g) == allowed.end())
+        throw usage_error(std::string("--") + what + ": unknown '" + g + "'");
+    if (got.empty()) throw usage_error(std::string("--") + what + " is empty");
+    return got;
+  };
+  if (opts.count("stages")) s.stages = check_names(comma_list(opts.at("stages")), {"vision", "qformer", "decode", "caption"}, "stages");
+  if (opts.count("dtypes")) s.dtypes = check_names(comma_list(opts.at("dtypes")), {"f32", "bf16"}, "dtypes");
+  if (opts.count("batches")) {
+    s.batches.clear();
+    for (const auto& b : comma_list(opts.at("batches"))) {
+      if (b.empty() || b.size() > 3 || b.find_first_not_of("0123456789") != std::string::npos || std::stoi(b) < 1)
+        throw usage_error("--batches: '" + b + "' is not a batch size in [1, 999]");
+      s.batches.push_back(std::stoi(b));
+    }
+    if (s.batches.empty()) throw usage_error("--batches is empty");
+  }
+  s.repeats = static_cast<int>(integer_option(opts, "repeats", 3, 1, 1000));
+  s.threads = static_cast<int>(integer_option(opts, "threads", Eigen::nbThreads(), 1, 1024));
+  s.new_tokens = integer_option(opts, "new-tokens", 30, 1, 1000);
+  s.json = opts.count("json") != 0;
+  Eigen::setNbThreads(s.threads);
+#if defined(_OPENMP)
+  omp_set_num_threads(s.threads);
+#endif
+  return bench_command::run(s);
+}
+
 int eval(const std::map<std::string, std::string>& opts) {
   const qformer::metrics::evaluation e = qformer::metrics::evaluate(required(opts, "predictions"), required(opts, "references"));
   std::printf("%s\n", qformer::metrics::to_json(e, opts.count("per-caption") != 0).dump(1).c_str());
@@ -556,6 +605,7 @@ int dump(const std::map<std::string, std::string>& opts) {
 
 int main(int argc, char** argv) {
   try {
+    qformer::require_compiled_cpu_features();
     if (argc < 2) {
       std::fputs(usage_text, stderr);
       return 2;
@@ -576,6 +626,8 @@ int main(int argc, char** argv) {
     if (cmd == "eval") return eval(parse_options(argc, argv, 2, {"predictions", "references"}, {"per-caption"}));
     if (cmd == "tokenize") return tokenize(parse_options(argc, argv, 2, {"tokenizer", "text"}));
     if (cmd == "inspect") return inspect(parse_options(argc, argv, 2, {"model"}));
+    if (cmd == "bench")
+      return bench(parse_options(argc, argv, 2, {"stages", "batches", "dtypes", "repeats", "threads", "new-tokens"}, {"json"}));
     if (cmd == "dump") return dump(parse_options(argc, argv, 2, {"model", "inputs", "out", "new-tokens", "dtype"}));
     throw usage_error("unknown command '" + cmd + "' (try qformer --help)");
   } catch (const usage_error& e) {

@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <random>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -197,14 +196,27 @@ class random_weights final : public weight_source {
   bool contains(const std::string& name) const override {
     return name.find("q_bias") == std::string::npos && name.find("v_bias") == std::string::npos;  // fused qkv.bias
   }
+  /// Uniform noise of standard deviation `stddev` (norm weights: around 1), counter-based (splitmix64 of the
+  /// seed, the name and the index), so full-size models fill fast and in any order; converted in chunks.
   void read(const std::string& name, const shape& expected, dtype target, void* dst) const override {
-    std::mt19937_64 rng(seed_ ^ std::hash<std::string>{}(name));
-    std::normal_distribution<float> normal(0.0f, stddev_);
+    const std::uint64_t stream = seed_ ^ (std::hash<std::string>{}(name) * 0x9E3779B97F4A7C15ull);
     const bool norm_weight = (name.find("orm") != std::string::npos) && name.ends_with(".weight");
-    const std::size_t n = static_cast<std::size_t>(expected.numel());
-    std::vector<float> values(n);
-    for (auto& v : values) v = normal(rng) + (norm_weight ? 1.0f : 0.0f);
-    detail::convert_elements(reinterpret_cast<const std::byte*>(values.data()), dtype::f32, dst, target, n, "random", name);
+    const float half_width = stddev_ * 1.7320508f, centre = norm_weight ? 1.0f : 0.0f;  // uniform: sd = w / sqrt(3)
+    const std::size_t n = static_cast<std::size_t>(expected.numel()), chunk = std::size_t{1} << 16;
+    std::vector<float> values(std::min(n, chunk));
+    for (std::size_t begin = 0; begin < n; begin += chunk) {
+      const std::size_t count = std::min(chunk, n - begin);
+      for (std::size_t i = 0; i < count; ++i) {
+        std::uint64_t z = stream + (begin + i + 1) * 0x9E3779B97F4A7C15ull;  // splitmix64
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        const float unit = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+        values[i] = centre + half_width * (2.0f * unit - 1.0f);
+      }
+      detail::convert_elements(reinterpret_cast<const std::byte*>(values.data()), dtype::f32,
+                               static_cast<std::byte*>(dst) + begin * dtype_size(target), target, count, "random", name);
+    }
   }
   void check(const std::string&, const shape&) const override {}  // any name, any shape
 

@@ -11,6 +11,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <span>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace qformer {
 
@@ -26,27 +29,17 @@ struct backend<cpu> {
 
   template <class T>
   static void layer_norm(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b, float eps, view<T> y) {
-    if constexpr (std::is_same_v<T, float>) {
-      for (index_t r = 0; r < x.rows(); ++r) cpu_detail::layer_norm_row(x.row(r), w.data(), b.data(), eps, x.cols(), y.row(r));
-    } else {
-      typename context<cpu>::scope scope(ctx);
-      view<float> yf = ctx.alloc<float>(y.shape());
-      layer_norm<float>(ctx, cpu_detail::as_float(ctx, x), cpu_detail::as_float(ctx, w), cpu_detail::as_float(ctx, b),
-                        eps, yf);
-      cpu_detail::store<T>(yf, y);
-    }
+    typename context<cpu>::scope scope(ctx);
+    const float* wf = cpu_detail::as_float(ctx, w).data();
+    const float* bf = cpu_detail::as_float(ctx, b).data();
+    unary(ctx, x, y, [&](const float* in, index_t n, float* out) { cpu_detail::layer_norm_row(in, wf, bf, eps, n, out); });
   }
 
   template <class T>
   static void rms_norm(context<cpu>& ctx, view<const T> x, view<const T> w, float eps, view<T> y) {
-    if constexpr (std::is_same_v<T, float>) {
-      for (index_t r = 0; r < x.rows(); ++r) cpu_detail::rms_norm_row(x.row(r), w.data(), eps, x.cols(), y.row(r));
-    } else {
-      typename context<cpu>::scope scope(ctx);
-      view<float> yf = ctx.alloc<float>(y.shape());
-      rms_norm<float>(ctx, cpu_detail::as_float(ctx, x), cpu_detail::as_float(ctx, w), eps, yf);
-      cpu_detail::store<T>(yf, y);
-    }
+    typename context<cpu>::scope scope(ctx);
+    const float* wf = cpu_detail::as_float(ctx, w).data();
+    unary(ctx, x, y, [&](const float* in, index_t n, float* out) { cpu_detail::rms_norm_row(in, wf, eps, n, out); });
   }
 
   template <class T>
@@ -119,29 +112,61 @@ struct backend<cpu> {
   }
 
  private:
+  /// Threads for a row-wise op over rows x cols elements: all of Eigen's setting once there is enough work.
+  static int row_threads(index_t rows, index_t cols) {
+    return rows * cols >= (index_t{1} << 15) ? static_cast<int>(std::max<index_t>(1, std::min<index_t>(Eigen::nbThreads(), rows))) : 1;
+  }
+
+  /// fn(row, slot) for every row, split across threads; slot in [0, threads) names the thread's scratch.
+  template <class Fn>
+  static void parallel_rows(index_t rows, int threads, Fn&& fn) {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (index_t r = 0; r < rows; ++r) fn(r, static_cast<index_t>(omp_get_thread_num()));
+#else
+    (void)threads;
+    for (index_t r = 0; r < rows; ++r) fn(r, index_t{0});
+#endif
+  }
+
+  /// y = row_fn(a, b) by rows; bf16 / fp16 rows widened to float one row at a time in per-thread scratch.
   template <class T, class RowFn>
   static void binary(context<cpu>& ctx, view<const T> a, view<const T> b, view<T> y, RowFn row_fn) {
+    const index_t n = a.cols();
+    const int threads = row_threads(a.rows(), n);
     if constexpr (std::is_same_v<T, float>) {
-      for (index_t r = 0; r < a.rows(); ++r) row_fn(a.row(r), b.row(r), a.cols(), y.row(r));
+      parallel_rows(a.rows(), threads, [&](index_t r, index_t) { row_fn(a.row(r), b.row(r), n, y.row(r)); });
     } else {
       typename context<cpu>::scope scope(ctx);
-      view<const float> af = cpu_detail::as_float(ctx, a), bf = cpu_detail::as_float(ctx, b);
-      view<float> yf = ctx.alloc<float>(y.shape());
-      for (index_t r = 0; r < a.rows(); ++r) row_fn(af.row(r), bf.row(r), a.cols(), yf.row(r));
-      cpu_detail::store<T>(yf, y);
+      view<float> scratch = ctx.alloc<float>({threads, 3 * n});
+      parallel_rows(a.rows(), threads, [&](index_t r, index_t slot) {
+        float* af = scratch.row(slot);
+        float* bf = af + n;
+        float* yf = bf + n;
+        for (index_t c = 0; c < n; ++c) af[c] = to_float(a.row(r)[c]), bf[c] = to_float(b.row(r)[c]);
+        row_fn(af, bf, n, yf);
+        for (index_t c = 0; c < n; ++c) y.row(r)[c] = from_float<T>(yf[c]);
+      });
     }
   }
 
+  /// y = row_fn(x) by rows, as binary().
   template <class T, class RowFn>
   static void unary(context<cpu>& ctx, view<const T> x, view<T> y, RowFn row_fn) {
+    const index_t n = x.cols();
+    const int threads = row_threads(x.rows(), n);
     if constexpr (std::is_same_v<T, float>) {
-      for (index_t r = 0; r < x.rows(); ++r) row_fn(x.row(r), x.cols(), y.row(r));
+      parallel_rows(x.rows(), threads, [&](index_t r, index_t) { row_fn(x.row(r), n, y.row(r)); });
     } else {
       typename context<cpu>::scope scope(ctx);
-      view<const float> xf = cpu_detail::as_float(ctx, x);
-      view<float> yf = ctx.alloc<float>(y.shape());
-      for (index_t r = 0; r < x.rows(); ++r) row_fn(xf.row(r), x.cols(), yf.row(r));
-      cpu_detail::store<T>(yf, y);
+      view<float> scratch = ctx.alloc<float>({threads, 2 * n});
+      parallel_rows(x.rows(), threads, [&](index_t r, index_t slot) {
+        float* xf = scratch.row(slot);
+        float* yf = xf + n;
+        for (index_t c = 0; c < n; ++c) xf[c] = to_float(x.row(r)[c]);
+        row_fn(xf, n, yf);
+        for (index_t c = 0; c < n; ++c) y.row(r)[c] = from_float<T>(yf[c]);
+      });
     }
   }
 };

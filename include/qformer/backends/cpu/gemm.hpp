@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <string_view>
 
 namespace qformer {
 
@@ -18,8 +20,12 @@ namespace qformer {
 enum class cpu_kernels { automatic, portable };
 
 namespace cpu_detail {
+/// Starts as the environment says: QFORMER_CPU_KERNELS=portable rules the hand-written kernels out (to compare).
 inline std::atomic<cpu_kernels>& kernel_choice() {
-  static std::atomic<cpu_kernels> choice{cpu_kernels::automatic};
+  static std::atomic<cpu_kernels> choice{[] {
+    const char* env = std::getenv("QFORMER_CPU_KERNELS");
+    return env && std::string_view(env) == "portable" ? cpu_kernels::portable : cpu_kernels::automatic;
+  }()};
   return choice;
 }
 }  // namespace cpu_detail

@@ -48,7 +48,7 @@ inline index_t panel_width(index_t M, index_t m0) { return M - m0 > 16 ? 32 : 16
 /// The number of threads the kernels use: Eigen's setting (the qformer program's --threads sets it).
 inline int kernel_threads(index_t work_items) {
 #if defined(_OPENMP)
-  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(omp_get_max_threads(), work_items)));
+  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(Eigen::nbThreads(), work_items)));
 #else
   (void)work_items;
   return 1;
