@@ -25,9 +25,7 @@ void BM_qformer(benchmark::State& state) {
     typename context<cpu>::scope scope(ctx);
     benchmark::DoNotOptimize(qformer(ctx, image.get()).data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(
-      presets::qformer_flops(c.qformer, double(c.num_query_tokens), double(image_tokens), double(batch)) * 1e-9,
-      benchmark::Counter::kIsIterationInvariantRate);
+  bench::report_flops<T>(state, presets::qformer_flops(c.qformer, double(c.num_query_tokens), double(image_tokens), double(batch)));
 }
 
 BENCHMARK(BM_qformer<float>)->Name("qformer/f32")->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->Repetitions(3);

@@ -25,7 +25,7 @@ void BM_vision_encoder(benchmark::State& state) {
     typename context<cpu>::scope scope(ctx);
     benchmark::DoNotOptimize(vision(ctx, pixels.get()).data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(presets::vision_flops(c, double(batch)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  bench::report_flops<T>(state, presets::vision_flops(c, double(batch)));
   state.counters["images/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
 }
 

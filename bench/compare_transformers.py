@@ -45,8 +45,11 @@ def build_model(dtype):
     import torch
     from transformers import Blip2Config, Blip2ForConditionalGeneration
     from transformers.initialization import no_init_weights
+    # transformers 5 generates only through <image> placeholders (image_token_index, as the Hub's blip2-opt-2.7b
+    # has it: 50265); qformer's run prepends the queries instead: the same 32 + 1 positions.
     config = Blip2Config(text_config=dict(model_type="opt", hidden_size=2560, num_attention_heads=32, ffn_dim=10240,
-                                          num_hidden_layers=32, vocab_size=50304, word_embed_proj_dim=2560))
+                                          num_hidden_layers=32, vocab_size=50304, word_embed_proj_dim=2560),
+                         image_token_index=50265)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -99,10 +102,8 @@ def bench_transformers(dtype_name: str, batches: list[int], stages: list[str], r
                 token = torch.full((batch, 1), 2, dtype=torch.long)
                 add("decode", timed(repeats, lambda: lm(input_ids=token, past_key_values=past, use_cache=True)))
             if "caption" in stages:
-                ids = torch.full((batch, 1), config.text_config.bos_token_id, dtype=torch.long)
-
-                def caption():
-                    out = model.generate(pixel_values=pixels, input_ids=ids, max_new_tokens=new_tokens,
+                def caption():  # input_ids None: generate builds 32 <image> placeholders + BOS per row
+                    out = model.generate(pixel_values=pixels, max_new_tokens=new_tokens,
                                          min_new_tokens=new_tokens, do_sample=False, num_beams=1)
                     assert out.shape[1] >= new_tokens, out.shape
                 add("caption", timed(repeats, caption))

@@ -57,11 +57,11 @@ inline cpu_features detect_cpu_features() noexcept {
   const bool osxsave = (c >> 27) & 1;
   f.fma = (c >> 12) & 1;
   f.f16c = (c >> 29) & 1;
-  unsigned xcr0 = 0;
+  unsigned long long xcr0 = 0;  // the OS's enabled register state (XGETBV 0): only the low bits are read
   if (osxsave) {
     unsigned lo = 0, hi = 0;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    xcr0 = lo;
+    xcr0 = (static_cast<unsigned long long>(hi) << 32) | lo;
   }
   const bool os_avx = (xcr0 & 0x6) == 0x6;             // XMM and YMM state
   const bool os_avx512 = os_avx && (xcr0 & 0xE0) == 0xE0;  // opmask, ZMM_Hi256, Hi16_ZMM

@@ -22,7 +22,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(QFORMER_X86) && (defined(__GNUC__) || defined(__clang__))
+#if defined(QFORMER_X86) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)  // nvcc TUs: Eigen
 #include <immintrin.h>
 #define QFORMER_HAVE_AVX512_KERNELS 1
 #define QFORMER_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
