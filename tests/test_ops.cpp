@@ -85,13 +85,13 @@ TEST_CASE_TEMPLATE("linear matches the reference, including strided input and no
 }
 
 TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the reference at every edge", T, float, bf16) {
-  // Rows 1-4 take the GEMV kernels, more the blocked GEMM (panels of 32 and a last one of 16 or 32, micro-tiles
+  // Rows 1-8 take the GEMV kernels, more the blocked GEMM (panels of 32 and a last one of 16 or 32, micro-tiles
   // of 12/8/4/2/1 rows of w); depths past one block (1024 fp32, 2048 bf16) accumulate across blocks; odd depths
   // leave bf16 a half pair; strided x and y.
   struct size3 {
     index_t rows, in, out;
   };
-  const size3 sizes[] = {{1, 1, 1},   {1, 37, 29},  {2, 64, 13},   {3, 17, 40},   {4, 100, 9},    {5, 33, 12},
+  const size3 sizes[] = {{1, 1, 1},   {1, 37, 29},  {2, 64, 13},   {3, 17, 40},   {4, 100, 9},    {5, 33, 12}, {6, 40, 17}, {8, 513, 23},
                          {16, 31, 25}, {17, 8, 27},  {31, 65, 11},  {33, 70, 50},  {47, 129, 37},  {64, 2100, 14},
                          {70, 1030, 3}, {257, 40, 29}, {300, 2051, 13}, {9, 4099, 21}};
   context<cpu> ctx;

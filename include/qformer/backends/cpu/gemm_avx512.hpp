@@ -35,7 +35,7 @@
 namespace qformer::cpu_detail::avx512 {
 
 /// Up to this many rows of x take the GEMV path.
-inline constexpr index_t gemv_max_rows = 4;
+inline constexpr index_t gemv_max_rows = 8;
 /// Output columns (rows of w) per GEMM micro-tile.
 inline constexpr int tile_n = 12;
 
@@ -106,6 +106,49 @@ QFORMER_TARGET_AVX512 inline void tile_f32(const float* w, index_t ldw, const fl
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + r * (NV * 16) + v * 16, acc[r][v]);
 }
 
+// ---- GEMV (decode: at most gemv_max_rows rows of x) -----------------------------------------------------------
+
+/// Calls fn.template operator()<MM>() for MM = M in [1, gemv_max_rows].
+template <class Fn>
+inline void dispatch_gemv_rows(index_t M, Fn&& fn) {
+  switch (M) {
+    case 1: fn.template operator()<1>(); break;
+    case 2: fn.template operator()<2>(); break;
+    case 3: fn.template operator()<3>(); break;
+    case 4: fn.template operator()<4>(); break;
+    case 5: fn.template operator()<5>(); break;
+    case 6: fn.template operator()<6>(); break;
+    case 7: fn.template operator()<7>(); break;
+    default: fn.template operator()<8>(); break;
+  }
+}
+
+/// The GEMV loop both element types share: output columns in blocks of R rows of w (8, 4 or 2 as MM grows, so
+/// that R x MM accumulators fit the registers), blocks split across threads, the last rows one at a time.
+/// block.template operator()<R>(n0, sums) fills sums (R x MM) for w rows [n0, n0 + R); put(m, n, sum) stores.
+template <int MM, class Block, class Put>
+inline void gemv_driver(index_t N, Block&& block, Put&& put) {
+  constexpr int R = MM <= 2 ? 8 : MM <= 4 ? 4 : 2;
+  const index_t blocks = (N + R - 1) / R;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(kernel_threads(blocks / 8 + 1))
+#endif
+  for (index_t blk = 0; blk < blocks; ++blk) {
+    const index_t n0 = blk * R;
+    float sums[R * MM];
+    if (n0 + R <= N) {
+      block.template operator()<R>(n0, sums);
+      for (int r = 0; r < R; ++r)
+        for (int m = 0; m < MM; ++m) put(m, n0 + r, sums[r * MM + m]);
+    } else {
+      for (index_t n = n0; n < N; ++n) {
+        block.template operator()<1>(n, sums);
+        for (int m = 0; m < MM; ++m) put(m, n, sums[m]);
+      }
+    }
+  }
+}
+
 /// y rows [0, MM) of columns [n0, n0 + R): R rows of w against MM rows of x, 16 k at a time.
 template <int R, int MM>
 QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, const float* w, index_t ldw, index_t K,
@@ -135,38 +178,13 @@ QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, co
     for (int m = 0; m < MM; ++m) sums[r * MM + m] = lane_sum(acc[r][m]);
 }
 
-template <int MM>
-QFORMER_TARGET_AVX512 inline void gemv_f32_rows(const float* x, index_t ldx, const float* w, index_t ldw, const float* b,
-                                                float* y, index_t ldy, index_t N, index_t K) {
-  constexpr int R = MM <= 2 ? 8 : 4;
-  const index_t blocks = (N + R - 1) / R;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(kernel_threads(blocks / 8 + 1))
-#endif
-  for (index_t blk = 0; blk < blocks; ++blk) {
-    const index_t n0 = blk * R;
-    float sums[R * MM];
-    if (n0 + R <= N) {
-      gemv_block_f32<R, MM>(x, ldx, w + n0 * ldw, ldw, K, sums);
-      for (int r = 0; r < R; ++r)
-        for (int m = 0; m < MM; ++m) y[m * ldy + n0 + r] = sums[r * MM + m] + (b ? b[n0 + r] : 0.0f);
-    } else {
-      for (index_t n = n0; n < N; ++n) {
-        gemv_block_f32<1, MM>(x, ldx, w + n * ldw, ldw, K, sums);
-        for (int m = 0; m < MM; ++m) y[m * ldy + n] = sums[m] + (b ? b[n] : 0.0f);
-      }
-    }
-  }
-}
-
 QFORMER_TARGET_AVX512 inline void gemv_f32(const float* x, index_t ldx, const float* w, index_t ldw, const float* b,
                                            float* y, index_t ldy, index_t M, index_t N, index_t K) {
-  switch (M) {
-    case 1: gemv_f32_rows<1>(x, ldx, w, ldw, b, y, ldy, N, K); break;
-    case 2: gemv_f32_rows<2>(x, ldx, w, ldw, b, y, ldy, N, K); break;
-    case 3: gemv_f32_rows<3>(x, ldx, w, ldw, b, y, ldy, N, K); break;
-    default: gemv_f32_rows<4>(x, ldx, w, ldw, b, y, ldy, N, K); break;
-  }
+  dispatch_gemv_rows(M, [&]<int MM>() {
+    gemv_driver<MM>(
+        N, [&]<int R>(index_t n0, float* sums) { gemv_block_f32<R, MM>(x, ldx, w + n0 * ldw, ldw, K, sums); },
+        [&](index_t m, index_t n, float sum) { y[m * ldy + n] = sum + (b ? b[n] : 0.0f); });
+  });
 }
 
 // ---- bf16 (avx512_bf16) --------------------------------------------------------------------------------------
@@ -254,43 +272,16 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_block_bf16(const std::uint16_t* x, i
     for (int m = 0; m < MM; ++m) sums[r * MM + m] = lane_sum(acc[r][m]);
 }
 
-template <int MM>
-QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16_rows(const std::uint16_t* x, index_t ldx, const std::uint16_t* w,
-                                                      index_t ldw, const bf16* b, bf16* y, index_t ldy, index_t N, index_t K) {
-  constexpr int R = MM <= 2 ? 8 : 4;
-  const index_t blocks = (N + R - 1) / R;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(kernel_threads(blocks / 8 + 1))
-#endif
-  for (index_t blk = 0; blk < blocks; ++blk) {
-    const index_t n0 = blk * R;
-    float sums[R * MM];
-    if (n0 + R <= N) {
-      gemv_block_bf16<R, MM>(x, ldx, w + n0 * ldw, ldw, K, sums);
-      for (int r = 0; r < R; ++r)
-        for (int m = 0; m < MM; ++m)
-          y[m * ldy + n0 + r] = bf16(sums[r * MM + m] + (b ? static_cast<float>(b[n0 + r]) : 0.0f));
-    } else {
-      for (index_t n = n0; n < N; ++n) {
-        gemv_block_bf16<1, MM>(x, ldx, w + n * ldw, ldw, K, sums);
-        for (int m = 0; m < MM; ++m) y[m * ldy + n] = bf16(sums[m] + (b ? static_cast<float>(b[n]) : 0.0f));
-      }
-    }
-  }
-}
-
 QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, const bf16* w, index_t ldw, const bf16* b,
                                                  bf16* y, index_t ldy, index_t M, index_t N, index_t K) {
   const auto* x16 = reinterpret_cast<const std::uint16_t*>(x);
   const auto* w16 = reinterpret_cast<const std::uint16_t*>(w);
-  switch (M) {
-    case 1: gemv_bf16_rows<1>(x16, ldx, w16, ldw, b, y, ldy, N, K); break;
-    case 2: gemv_bf16_rows<2>(x16, ldx, w16, ldw, b, y, ldy, N, K); break;
-    case 3: gemv_bf16_rows<3>(x16, ldx, w16, ldw, b, y, ldy, N, K); break;
-    default: gemv_bf16_rows<4>(x16, ldx, w16, ldw, b, y, ldy, N, K); break;
-  }
+  dispatch_gemv_rows(M, [&]<int MM>() {
+    gemv_driver<MM>(
+        N, [&]<int R>(index_t n0, float* sums) { gemv_block_bf16<R, MM>(x16, ldx, w16 + n0 * ldw, ldw, K, sums); },
+        [&](index_t m, index_t n, float sum) { y[m * ldy + n] = bf16(sum + (b ? static_cast<float>(b[n]) : 0.0f)); });
+  });
 }
-
 
 // ---- the blocked GEMM both element types share ------------------------------------------------------------------
 
