@@ -175,17 +175,38 @@ TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks pe
   for (index_t i = 0; i < key_mask.numel(); ++i) key_mask.data()[i] = (i % 3 == 2) ? -10000.0f : 0.0f;
   for (index_t i = 0; i < full_mask.numel(); ++i) full_mask.data()[i] = (i % 4 == 1) ? -3.4e38f : 0.25f;
   tensor<float> head_bias = test::random_tensor<float>({1, H, Lq, Lk}, 12);  // T5: one bias per head, shared by the batch
-  for (view<const float> mask : {view<const float>(), key_mask.get(), full_mask.get(), full_mask.get().slice(1, 1), head_bias.get()}) {
-    tensor<T> want({B, Lq, C}), got({B, Lq, C});
-    reference::attention<T>(q, k, v, mask, H, 0.4f, want.mut());
-    ops::attention<T, cpu>(ctx, q, k, v, mask, H, 0.4f, got.mut());
-    CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+  for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::portable}) {
+    set_cpu_kernels(choice);
+    for (view<const float> mask : {view<const float>(), key_mask.get(), full_mask.get(), full_mask.get().slice(1, 1), head_bias.get()}) {
+      tensor<T> want({B, Lq, C}), got({B, Lq, C});
+      reference::attention<T>(q, k, v, mask, H, 0.4f, want.mut());
+      ops::attention<T, cpu>(ctx, q, k, v, mask, H, 0.4f, got.mut());
+      CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<T>());
+    }
   }
+  set_cpu_kernels(cpu_kernels::automatic);
   tensor<T> out({B, Lq, C});
   CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, {}, 4, 1.0f, out.mut())), shape_error);
   CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, full_mask.get().columns(0, Lk - 1), H, 1.0f, out.mut())), shape_error);
   tensor<float> wrong_heads({1, H + 1, Lq, Lk});
   CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, wrong_heads.get(), H, 1.0f, out.mut())), shape_error);
+}
+
+TEST_CASE("attention at GEMM sizes (more than 8 queries, odd lengths): both kernel paths match the reference") {
+  context<cpu> ctx;
+  const index_t B = 2, Lq = 41, Lk = 37, H = 3, dh = 24, C = H * dh;
+  const tensor<float> q = test::random_tensor<float>({B, Lq, C}, 21), kv = test::random_tensor<float>({B, Lk, 2 * C}, 22);
+  tensor<float> mask({B, 1, Lk});
+  for (index_t i = 0; i < mask.numel(); ++i) mask.data()[i] = (i % 5 == 3) ? -10000.0f : 0.0f;
+  tensor<float> want({B, Lq, C});
+  reference::attention<float>(q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask.get(), H, 0.2f, want.mut());
+  for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::portable}) {
+    set_cpu_kernels(choice);
+    tensor<float> got({B, Lq, C});
+    ops::attention<float, cpu>(ctx, q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask.get(), H, 0.2f, got.mut());
+    CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<float>());
+  }
+  set_cpu_kernels(cpu_kernels::automatic);
 }
 
 TEST_CASE("cast rounds to nearest even and widens exactly") {

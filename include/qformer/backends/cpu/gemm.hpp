@@ -48,6 +48,26 @@ bool use_avx512_kernels() {
 #endif
 }
 
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+/// Floats of scratch matmul_nt needs for M rows of depth K.
+inline index_t matmul_nt_scratch(index_t M, index_t K) {
+  return M <= avx512::gemv_max_rows ? 1 : static_cast<index_t>(avx512::gemm_f32_scratch_bytes(M, K) / 4);
+}
+
+/// y (M, N; ldy) = x (M, K; ldx) · w (N, K; ldw)^T (+ b) in fp32 with the AVX-512 kernels (callers check
+/// use_avx512_kernels<float>()): GEMV up to gemv_max_rows rows, the blocked GEMM above. `scratch` holds
+/// matmul_nt_scratch(M, K) floats. Inside an OpenMP parallel region it runs on the calling thread alone.
+inline void matmul_nt(const float* x, index_t ldx, const float* w, index_t ldw, const float* b, float* y, index_t ldy,
+                      index_t M, index_t N, index_t K, float* scratch) {
+  if (M <= avx512::gemv_max_rows) {
+    avx512::gemv_f32(x, ldx, w, ldw, b, y, ldy, M, N, K);
+  } else {
+    const avx512::gemm_f32_kernel kernel{x, w, b, y, ldx, ldw, ldy};
+    avx512::blocked_gemm(kernel, M, N, K, scratch);
+  }
+}
+#endif
+
 /// x (N, in), w (out, in), b (out) or empty, y (N, out).
 template <class T>
 void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b, view<T> y) {
@@ -57,13 +77,8 @@ void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b
   if (N > 0 && out > 0 && in > 0 && use_avx512_kernels<T>()) {
     const T* bias = b.empty() ? nullptr : b.data();
     if constexpr (std::is_same_v<T, float>) {
-      if (N <= avx512::gemv_max_rows) {
-        avx512::gemv_f32(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in);
-      } else {
-        view<float> xp = ctx.alloc<float>({static_cast<index_t>(avx512::gemm_f32_scratch_bytes(N, in) / 4)});
-        const avx512::gemm_f32_kernel kernel{x.data(), w.data(), bias, y.data(), x.row_stride(), w.row_stride(), y.row_stride()};
-        avx512::blocked_gemm(kernel, N, out, in, xp.data());
-      }
+      view<float> xp = ctx.alloc<float>({matmul_nt_scratch(N, in)});
+      matmul_nt(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in, xp.data());
       return;
     } else if constexpr (std::is_same_v<T, bf16>) {
       if (N <= avx512::gemv_max_rows) {
