@@ -364,3 +364,18 @@ TEST_CASE("image preprocessing: batches, views and misuse") {
     CHECK(q(a).shape() == shape{1, 3, 24, 20});
   }
 }
+
+TEST_CASE("image decoding: empty IDAT chunks (legal PNG) decode as without them") {
+  // An empty IDAT before the data once made stb_image memcpy to a null pointer (fuzzing, UBSan); qformer drops
+  // such chunks before decoding.
+  std::ifstream in(pre("gray.png"), std::ios::binary);
+  const std::string png((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::size_t first_idat = png.find("IDAT") - 4;
+  REQUIRE(first_idat < png.size());
+  const std::string empty_idat("\0\0\0\0IDAT\x35\xaf\x06\x1e", 12);  // length 0, type, CRC of "IDAT"
+  const std::string with_empty = png.substr(0, first_idat) + empty_idat + empty_idat + png.substr(first_idat);
+  const rgb_image a = decode_string(png, "gray.png"), b = decode_string(with_empty, "gray-empty-idat.png");
+  CHECK(a.width == b.width);
+  CHECK(a.height == b.height);
+  CHECK(a.pixels == b.pixels);
+}

@@ -78,6 +78,8 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace qformer {
 
@@ -167,6 +169,30 @@ inline std::string jpeg_problem(const std::uint8_t* p, std::size_t n) {
   return {};
 }
 
+/// The PNG without its zero-length IDAT chunks, or empty when it has none. Legal but rare, an empty IDAT before
+/// any data makes stb_image pass a null buffer to memcpy (undefined behaviour found by fuzzing); dropping it
+/// changes nothing else (stb does not check CRCs, and the image data is the concatenation of the IDATs).
+inline std::vector<stbi_uc> without_empty_idat(const stbi_uc* p, std::size_t n) {
+  std::vector<std::pair<std::size_t, std::size_t>> drop;  // [begin, end) of each empty IDAT chunk
+  std::size_t pos = 8;
+  while (pos + 12 <= n) {
+    const std::uint64_t length = be32(p + pos);
+    if (length == 0 && std::memcmp(p + pos + 4, "IDAT", 4) == 0) drop.emplace_back(pos, pos + 12);
+    if (length > n - pos - 12) break;  // truncated: stb reports it
+    pos += 12 + static_cast<std::size_t>(length);
+  }
+  if (drop.empty()) return {};
+  std::vector<stbi_uc> out;
+  out.reserve(n);
+  std::size_t from = 0;
+  for (const auto& [begin, end] : drop) {
+    out.insert(out.end(), p + from, p + begin);
+    from = end;
+  }
+  out.insert(out.end(), p + from, p + n);
+  return out;
+}
+
 }  // namespace detail
 
 /// Decodes a PNG or JPEG held in memory; `name` stands for the file in error messages.
@@ -177,9 +203,14 @@ inline rgb_image decode_image(const void* data, std::size_t size, const std::str
   if (size > static_cast<std::size_t>(INT_MAX))
     throw load_error(name, "file of " + std::to_string(size) + " bytes is too large to decode (more than 2 GiB)");
   const auto* bytes = static_cast<const stbi_uc*>(data);
-  const int len = static_cast<int>(size);
+  int len = static_cast<int>(size);
   const detail::image_kind kind = detail::sniff(bytes, size);
   if (kind == detail::image_kind::unknown) throw load_error(name, "not a PNG or JPEG image");
+  std::vector<stbi_uc> cleaned;
+  if (kind == detail::image_kind::png && !(cleaned = detail::without_empty_idat(bytes, size)).empty()) {
+    bytes = cleaned.data();
+    len = static_cast<int>(cleaned.size());
+  }
   const auto refuse_size = [&](std::uint64_t w, std::uint64_t h) {  // each < 2^32: the product fits
     if (options.max_pixels < 0 || w * h > static_cast<std::uint64_t>(options.max_pixels))
       throw load_error(name, "image header claims " + std::to_string(w) + " x " + std::to_string(h) + " = " +
