@@ -85,7 +85,7 @@ TEST_CASE_TEMPLATE("linear matches the reference, including strided input and no
 }
 
 TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the reference at every edge", T, float, bf16) {
-  // Rows 1-8 take the GEMV kernels, more the blocked GEMM (panels of 32 and a last one of 16 or 32, micro-tiles
+  // Rows 1-4 take the GEMV kernels, more the blocked GEMM (panels of 32 and a last one of 16 or 32, micro-tiles
   // of 12/8/4/2/1 rows of w); depths past one block (1024 fp32, 2048 bf16) accumulate across blocks; odd depths
   // leave bf16 a half pair; strided x and y.
   struct size3 {
