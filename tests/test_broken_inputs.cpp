@@ -92,20 +92,9 @@ std::string cli_args(const broken_case& c) {
   return "caption --model " + hub + " --image '" + valid_image + "' --prompt \"$(cat " + path + ")\"";
 }
 
-struct cli_result {
-  int status;
-  std::string err;
-};
-
-cli_result run_cli(const std::string& args) {
-  const std::string cmd = std::string(QFORMER_CLI) + " " + args + " 2>&1 >/dev/null";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string err;
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) err.append(buf.data(), n);
-  const int raw = ::pclose(p);
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, err};
+/// The CLI's exit status and its stderr alone (stdout discarded).
+test::shell_result run_cli(const std::string& args) {
+  return test::run_shell(std::string(QFORMER_CLI) + " " + args + " 2>&1 >/dev/null");
 }
 
 }  // namespace
@@ -143,12 +132,13 @@ TEST_CASE("broken inputs: each gives its typed error naming the file and the fie
 TEST_CASE("broken inputs: the CLI exits non-zero with one line on stderr that names the problem") {
   for (const broken_case& c : manifest()) {
     CAPTURE(c.name);
-    const cli_result r = run_cli(cli_args(c));
-    CAPTURE(r.err);
+    const test::shell_result r = run_cli(cli_args(c));
+    const std::string& err = r.out;
+    CAPTURE(err);
     CHECK(r.status == 1);
-    CHECK(r.err.starts_with("qformer: error: "));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK(r.err.back() == '\n');
-    CHECK(r.err.find(c.contains.front()) != std::string::npos);
+    CHECK(err.starts_with("qformer: error: "));
+    CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+    CHECK(err.back() == '\n');
+    CHECK(err.find(c.contains.front()) != std::string::npos);
   }
 }

@@ -16,21 +16,9 @@ using namespace qformer;
 
 namespace {
 
-struct run_result {
-  int status;
-  std::string out;  // stdout and stderr together
-};
-
 /// Runs the CLI; its stdout (and stderr too, unless `merge_stderr` is false) come back.
-run_result run(const std::string& args, bool merge_stderr = true) {
-  const std::string cmd = std::string(QFORMER_CLI) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int raw = ::pclose(p);
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, out};
+test::shell_result run(const std::string& args, bool merge_stderr = true) {
+  return test::run_shell(std::string(QFORMER_CLI) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null"));
 }
 
 }  // namespace
@@ -40,7 +28,7 @@ TEST_CASE("qformer dump reproduces every reference tensor of every generation fi
     CAPTURE(name);
     test::temp_dir dir;
     const std::string folder = test::fixture(name);
-    const run_result r = run("dump --model " + folder + " --inputs " + folder + "/reference.safetensors --out " +
+    const test::shell_result r = run("dump --model " + folder + " --inputs " + folder + "/reference.safetensors --out " +
                              dir.file("out.safetensors") + " --new-tokens 8");
     CAPTURE(r.out);
     REQUIRE(r.status == 0);
@@ -85,7 +73,7 @@ TEST_CASE("qformer caption and vqa on Hub-shaped folders answer exactly as trans
       if (o.contains("length_penalty")) args += " --length-penalty " + std::to_string(o["length_penalty"].get<double>());
       if (o.contains("repetition_penalty")) args += " --repetition-penalty " + std::to_string(o["repetition_penalty"].get<double>());
       CAPTURE(args);
-      const run_result r = run(args);
+      const test::shell_result r = run(args);
       CAPTURE(r.out);
       REQUIRE(r.status == 0);
       const nlohmann::json got = nlohmann::json::parse(r.out);
@@ -93,7 +81,7 @@ TEST_CASE("qformer caption and vqa on Hub-shaped folders answer exactly as trans
       CHECK(got[prompt.rfind(question_prefix, 0) == 0 ? "answer" : "caption"] == c["text"]);
     }
     // The first case is what `qformer caption` does with nothing but the folder and the image.
-    const run_result plain = run("caption --model " + folder + " --image " + image);
+    const test::shell_result plain = run("caption --model " + folder + " --image " + image);
     CHECK(plain.status == 0);
     CHECK(plain.out == reference["cases"][0]["text"].get<std::string>() + "\n");
   }
@@ -105,7 +93,7 @@ TEST_CASE("qformer caption over a folder prints one JSON line per image and repo
   std::filesystem::copy_file(image, dir.file("a.png"));
   std::filesystem::copy_file(image, dir.file("c.png"));
   test::write_bytes(dir.file("b.png"), "not a png");
-  const run_result r = run("caption --model " + test::fixture("tiny-opt-hub") + " --image " + dir.path.string() + " --max-new-tokens 4", false);
+  const test::shell_result r = run("caption --model " + test::fixture("tiny-opt-hub") + " --image " + dir.path.string() + " --max-new-tokens 4", false);
   CAPTURE(r.out);
   CHECK(r.status == 1);  // one image failed
   std::istringstream lines(r.out);
@@ -117,7 +105,7 @@ TEST_CASE("qformer caption over a folder prints one JSON line per image and repo
   CHECK(rows[1]["error"].get<std::string>().find("b.png") != std::string::npos);
   // A list file names images relative to itself.
   test::write_bytes(dir.file("list.txt"), "a.png\nc.png\n");
-  const run_result listed = run("caption --model " + test::fixture("tiny-opt-hub") + " --image " + dir.file("list.txt") + " --max-new-tokens 4", false);
+  const test::shell_result listed = run("caption --model " + test::fixture("tiny-opt-hub") + " --image " + dir.file("list.txt") + " --max-new-tokens 4", false);
   CHECK(listed.status == 0);
   CHECK(std::count(listed.out.begin(), listed.out.end(), '\n') == 2);
 }
@@ -133,7 +121,7 @@ TEST_CASE("qformer match and rank score image-text pairs as transformers' retrie
   for (std::size_t i = 0; i < reference["images"].size(); ++i) {
     std::string args = "match --model " + folder + " --image " + folder + "/" + reference["images"][i].get<std::string>();
     for (const auto& t : reference["texts"]) args += " --text \"" + t.get<std::string>() + "\"";
-    const run_result r = run(args, false);
+    const test::shell_result r = run(args, false);
     CAPTURE(r.out);
     REQUIRE(r.status == 0);
     std::istringstream lines(r.out);
@@ -145,7 +133,7 @@ TEST_CASE("qformer match and rank score image-text pairs as transformers' retrie
     }
     CHECK(t == reference["texts"].size());
   }
-  const run_result r = run("rank --model " + folder + " --images" + images + " --texts" + texts + " --top-k 2", false);
+  const test::shell_result r = run("rank --model " + folder + " --images" + images + " --texts" + texts + " --top-k 2", false);
   CAPTURE(r.out);
   REQUIRE(r.status == 0);
   const nlohmann::json got = nlohmann::json::parse(r.out);
@@ -160,7 +148,7 @@ TEST_CASE("qformer match and rank score image-text pairs as transformers' retrie
 
 TEST_CASE("qformer eval prints BLEU-4, ROUGE-L and CIDEr-D equal to the reference implementations") {
   const std::string dir = test::fixture("metrics");
-  const run_result r = run("eval --predictions " + dir + "/predictions.jsonl --references " + dir + "/references.jsonl", false);
+  const test::shell_result r = run("eval --predictions " + dir + "/predictions.jsonl --references " + dir + "/references.jsonl", false);
   CAPTURE(r.out);
   REQUIRE(r.status == 0);
   const nlohmann::json got = nlohmann::json::parse(r.out);
@@ -171,13 +159,13 @@ TEST_CASE("qformer eval prints BLEU-4, ROUGE-L and CIDEr-D equal to the referenc
   CHECK(got["cider_d"]["score"].get<double>() == doctest::Approx(expected["cider_d"]["score"].get<double>()).epsilon(1e-9));
   test::temp_dir tmp;
   test::write_bytes(tmp.file("p.jsonl"), "{\"id\": 1, \"caption\": \"a cat\"}\n{\"id\": 2}\n");
-  const run_result bad = run("eval --predictions " + tmp.file("p.jsonl") + " --references " + dir + "/references.jsonl");
+  const test::shell_result bad = run("eval --predictions " + tmp.file("p.jsonl") + " --references " + dir + "/references.jsonl");
   CHECK(bad.status == 1);
   CHECK(bad.out.find("p.jsonl") != std::string::npos);
 }
 
 TEST_CASE("qformer tokenize prints the ids as one JSON array") {
-  const run_result r = run("tokenize --tokenizer " + test::fixture("tiny-opt-hub") + " --text \"a photo of\"");
+  const test::shell_result r = run("tokenize --tokenizer " + test::fixture("tiny-opt-hub") + " --text \"a photo of\"");
   CHECK(r.status == 0);
   std::ifstream in(test::fixture("tiny-opt-hub/pipeline_reference.json"));
   const nlohmann::json reference = nlohmann::json::parse(in);
@@ -193,7 +181,7 @@ TEST_CASE("qformer tokenize prints the ids as one JSON array") {
 }
 
 TEST_CASE("qformer inspect summarises a model folder") {
-  const run_result r = run("inspect --model " + test::fixture("tiny-opt"));
+  const test::shell_result r = run("inspect --model " + test::fixture("tiny-opt"));
   CAPTURE(r.out);
   CHECK(r.status == 0);
   CHECK(r.out.find("Blip2ForConditionalGeneration") != std::string::npos);
@@ -210,13 +198,13 @@ TEST_CASE("qformer: help, usage errors (status 2) and load errors (status 1, one
   CHECK(run("dump --model x").status == 2);
   CHECK(run("dump --model x --inputs y --out z --dtype f64").status == 2);
   CHECK(run("inspect --model").status == 2);
-  const run_result missing = run("inspect --model /nonexistent/model");
+  const test::shell_result missing = run("inspect --model /nonexistent/model");
   CHECK(missing.status == 1);
   CHECK(missing.out.find("/nonexistent/model") != std::string::npos);
   CHECK(std::count(missing.out.begin(), missing.out.end(), '\n') == 1);
   test::temp_dir dir;
   test::write_bytes(dir.file("in.safetensors"), "garbage");
-  const run_result bad_inputs = run("dump --model " + test::fixture("tiny-opt") + " --inputs " + dir.file("in.safetensors") +
+  const test::shell_result bad_inputs = run("dump --model " + test::fixture("tiny-opt") + " --inputs " + dir.file("in.safetensors") +
                                     " --out " + dir.file("out.safetensors"));
   CHECK(bad_inputs.status == 1);
   CHECK(bad_inputs.out.find("in.safetensors") != std::string::npos);

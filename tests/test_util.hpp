@@ -7,12 +7,15 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace test {
@@ -36,6 +39,21 @@ struct temp_dir {
   }
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
+
+/// Exit status (-1 if not a normal exit) and standard output of a shell command line (redirect inside it).
+struct shell_result {
+  int status;
+  std::string out;
+};
+inline shell_result run_shell(const std::string& command) {
+  FILE* p = ::popen(command.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int raw = ::pclose(p);
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, out};
+}
 
 inline void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

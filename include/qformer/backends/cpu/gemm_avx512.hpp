@@ -119,12 +119,12 @@ inline void dispatch_gemv_rows(index_t M, Fn&& fn) {
   }
 }
 
-/// The GEMV loop both element types share: output columns in blocks of R rows of w (8, 4 or 2 as MM grows, so
-/// that R x MM accumulators fit the registers), blocks split across threads, the last rows one at a time.
+/// The GEMV loop both element types share: output columns in blocks of R rows of w (8, or 4 from 3 rows of x,
+/// so that R x MM accumulators fit the registers), blocks split across threads, the last rows one at a time.
 /// block.template operator()<R>(n0, sums) fills sums (R x MM) for w rows [n0, n0 + R); put(m, n, sum) stores.
 template <int MM, class Block, class Put>
 inline void gemv_driver(index_t N, Block&& block, Put&& put) {
-  constexpr int R = MM <= 2 ? 8 : MM <= 4 ? 4 : 2;
+  constexpr int R = MM <= 2 ? 8 : 4;
   const index_t blocks = (N + R - 1) / R;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(kernel_threads(blocks / 8 + 1))
