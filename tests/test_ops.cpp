@@ -86,16 +86,19 @@ TEST_CASE_TEMPLATE("linear matches the reference, including strided input and no
 
 TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the reference at every edge", T, float, bf16) {
   // Rows 1-4 take the GEMV kernels, more the blocked GEMM (panels of 32 and a last one of 16 or 32, micro-tiles
-  // of 12/8/4/2/1 rows of w); depths past one block (1024 fp32, 2048 bf16) accumulate across blocks; odd depths
-  // leave bf16 a half pair; strided x and y.
+  // of 12/8/4/2/1 rows of w, or for bf16 on AMX 32 rows then those); depths past one block (1024 fp32, 2048 bf16,
+  // 4096 AMX) accumulate across blocks; odd depths leave bf16 a half pair, depths not a multiple of 32 an AMX tail;
+  // more than 128 rows span several AMX row blocks; strided x and y.
   struct size3 {
     index_t rows, in, out;
   };
   const size3 sizes[] = {{1, 1, 1},   {1, 37, 29},  {2, 64, 13},   {3, 17, 40},   {4, 100, 9},    {5, 33, 12}, {6, 40, 17}, {8, 513, 23},
                          {16, 31, 25}, {17, 8, 27},  {31, 65, 11},  {33, 70, 50},  {47, 129, 37},  {64, 2100, 14},
-                         {70, 1030, 3}, {257, 40, 29}, {300, 2051, 13}, {9, 4099, 21}};
+                         {70, 1030, 3}, {257, 40, 29}, {300, 2051, 13}, {9, 4099, 21}, {5, 64, 32}, {40, 4133, 64},
+                         {150, 101, 96}, {257, 1408, 45}};
   context<cpu> ctx;
-  if (!host_cpu().has_avx512()) MESSAGE("this CPU has no AVX-512: both runs take the portable path");
+  if (!host_cpu().has_avx512()) MESSAGE("this CPU has no AVX-512: every run takes the portable path");
+  if (std::is_same_v<T, bf16> && !host_cpu().has_amx_bf16()) MESSAGE("no AMX here: automatic is the avx512 path");
   for (const size3& s : sizes) {
     CAPTURE(s.rows);
     CAPTURE(s.in);
@@ -105,8 +108,9 @@ TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the 
     view<const T> xs = x.get().columns(2, s.in);
     tensor<T> want({s.rows, s.out});
     reference::linear<T>(xs, w.get(), b.get(), want.mut());
-    for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::portable}) {
+    for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::avx512, cpu_kernels::portable}) {
       set_cpu_kernels(choice);
+      CAPTURE(static_cast<int>(choice));
       tensor<T> got({s.rows, s.out + 5});
       view<T> ys = got.mut().columns(1, s.out);
       ops::linear<T, cpu>(ctx, xs, w.get(), b.get(), ys);

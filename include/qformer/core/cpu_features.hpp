@@ -7,6 +7,10 @@
 /// A binary compiled for more than the CPU has (-march=native on a newer machine, QFORMER_NATIVE) would die of
 /// SIGILL somewhere inside Eigen; `require_compiled_cpu_features()` turns that into a clear error at start-up
 /// (the qformer program and the benchmarks call it first thing).
+///
+/// AMX (tile registers, `tdpbf16ps`) needs one more thing than CPUID: Linux hands the 8 KiB tile state to a
+/// process only on request (arch_prctl ARCH_REQ_XCOMP_PERM), so detection asks once and reports AMX only if the
+/// kernel granted it.
 
 #include "error.hpp"
 
@@ -16,6 +20,10 @@
 #include <cpuid.h>
 #define QFORMER_X86 1
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace qformer {
 
@@ -23,11 +31,14 @@ struct cpu_features {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512_vnni = false, avx512_bf16 = false, avx512_fp16 = false;
+  bool amx_tile = false, amx_bf16 = false, amx_int8 = false;  // usable: the OS granted the tile state
 
   /// The AVX-512 fp32 kernels' needs.
   bool has_avx512() const noexcept { return avx512f && avx512bw && avx512vl && avx512dq && fma; }
   /// The bf16 kernels' needs (vdpbf16ps).
   bool has_avx512_bf16() const noexcept { return has_avx512() && avx512_bf16; }
+  /// The AMX bf16 GEMM's needs (tile registers and tdpbf16ps, plus the bf16 kernels for the edges).
+  bool has_amx_bf16() const noexcept { return has_avx512_bf16() && amx_tile && amx_bf16; }
 
   std::string describe() const {
     std::string s;
@@ -43,11 +54,24 @@ struct cpu_features {
     add(avx512_vnni, "avx512_vnni");
     add(avx512_bf16, "avx512_bf16");
     add(avx512_fp16, "avx512_fp16");
+    add(amx_tile, "amx_tile");
+    add(amx_bf16, "amx_bf16");
+    add(amx_int8, "amx_int8");
     return s.empty() ? "(no SIMD extensions beyond the baseline)" : s;
   }
 };
 
 namespace detail {
+
+/// Asks Linux for the AMX tile data state (XFEATURE_XTILEDATA = 18) for the whole process; false elsewhere.
+inline bool request_amx_permission() noexcept {
+#if defined(__linux__) && defined(__x86_64__)
+  constexpr long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+  return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 inline cpu_features detect_cpu_features() noexcept {
   cpu_features f;
@@ -76,8 +100,15 @@ inline cpu_features detect_cpu_features() noexcept {
     f.avx512vl = (b >> 31) & 1;
     f.avx512_vnni = (c >> 11) & 1;
     f.avx512_fp16 = (d >> 23) & 1;
+    const bool amx_tile = (d >> 24) & 1, amx_bf16 = (d >> 22) & 1, amx_int8 = (d >> 25) & 1;
+    const bool os_amx = (xcr0 & 0x60000) == 0x60000;  // XTILECFG and XTILEDATA
     __cpuid_count(7, 1, a, b, c, d);
     f.avx512_bf16 = (a >> 5) & 1;
+    if (amx_tile && os_amx && request_amx_permission()) {
+      f.amx_tile = true;
+      f.amx_bf16 = amx_bf16;
+      f.amx_int8 = amx_int8;
+    }
   }
 #endif
   return f;

@@ -1,11 +1,12 @@
 #pragma once
 /// \file
 /// CPU linear layer: y = x W^T + b, fp32 accumulation for every dtype.
-/// fp32 and bf16 take the AVX-512 kernels of gemm_avx512.hpp where the CPU has them (checked at run time);
-/// everything else -- fp16, CPUs without AVX-512, or `set_cpu_kernels(cpu_kernels::portable)` -- goes through
+/// fp32 and bf16 take the AVX-512 kernels of gemm_avx512.hpp where the CPU has them (checked at run time), bf16
+/// GEMMs the AMX tiles of gemm_amx.hpp where it has those; everything else -- fp16, CPUs without AVX-512, or `set_cpu_kernels(cpu_kernels::portable)` -- goes through
 /// Eigen's GEMM (non-float weights widened to float in panels of output rows so the scratch stays small).
 
 #include "eigen_maps.hpp"
+#include "gemm_amx.hpp"
 #include "gemm_avx512.hpp"
 
 #include <algorithm>
@@ -15,16 +16,17 @@
 
 namespace qformer {
 
-/// Which CPU kernels linear layers use: `automatic` (the fastest this CPU runs) or `portable` (Eigen only; tests
-/// compare the two, and a user can rule the hand-written kernels out).
-enum class cpu_kernels { automatic, portable };
+/// Which CPU kernels linear layers use: `automatic` (the fastest this CPU runs), `avx512` (the AVX-512 kernels but
+/// not AMX) or `portable` (Eigen only). Tests compare them; a user can rule the hand-written kernels out.
+enum class cpu_kernels { automatic, avx512, portable };
 
 namespace cpu_detail {
-/// Starts as the environment says: QFORMER_CPU_KERNELS=portable rules the hand-written kernels out (to compare).
+/// Starts as the environment says: QFORMER_CPU_KERNELS=portable or =avx512 rules kernels out (to compare).
 inline std::atomic<cpu_kernels>& kernel_choice() {
   static std::atomic<cpu_kernels> choice{[] {
     const char* env = std::getenv("QFORMER_CPU_KERNELS");
-    return env && std::string_view(env) == "portable" ? cpu_kernels::portable : cpu_kernels::automatic;
+    const std::string_view v = env ? env : "";
+    return v == "portable" ? cpu_kernels::portable : v == "avx512" ? cpu_kernels::avx512 : cpu_kernels::automatic;
   }()};
   return choice;
 }
@@ -48,6 +50,15 @@ bool use_avx512_kernels() {
 #endif
 }
 
+/// Whether bf16 GEMMs run on the AMX tiles now.
+inline bool use_amx_kernels() {
+#ifdef QFORMER_HAVE_AMX_KERNELS
+  return get_cpu_kernels() == cpu_kernels::automatic && host_cpu().has_amx_bf16();
+#else
+  return false;
+#endif
+}
+
 #ifdef QFORMER_HAVE_AVX512_KERNELS
 /// Floats of scratch matmul_nt needs for M rows of depth K.
 inline index_t matmul_nt_scratch(index_t M, index_t K) {
@@ -66,6 +77,27 @@ inline void matmul_nt(const float* x, index_t ldx, const float* w, index_t ldw, 
     avx512::blocked_gemm(kernel, M, N, K, scratch);
   }
 }
+
+/// The blocked bf16 GEMM with Kernel (AMX or avx512_bf16 tiles): packed-x scratch of `scratch_bytes`, and an fp32
+/// accumulator (N, out) when the depth spans several blocks.
+template <class Kernel>
+void bf16_gemm(context<cpu>& ctx, view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y,
+               std::size_t scratch_bytes) {
+  const index_t N = x.rows(), in = x.cols(), out = w.rows();
+  view<float> xp = ctx.alloc<float>({static_cast<index_t>(scratch_bytes / 4)});
+  float* acc = in > Kernel::block_k ? ctx.alloc<float>({N, out}).data() : nullptr;
+  Kernel kernel;
+  kernel.x = reinterpret_cast<const std::uint16_t*>(x.data());
+  kernel.w = reinterpret_cast<const std::uint16_t*>(w.data());
+  kernel.b = bias;
+  kernel.y = y.data();
+  kernel.acc = acc;
+  kernel.ldx = x.row_stride();
+  kernel.ldw = w.row_stride();
+  kernel.ldy = y.row_stride();
+  kernel.N = out;
+  avx512::blocked_gemm(kernel, N, out, in, reinterpret_cast<std::uint32_t*>(xp.data()));
+}
 #endif
 
 /// x (N, in), w (out, in), b (out) or empty, y (N, out).
@@ -83,13 +115,10 @@ void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b
     } else if constexpr (std::is_same_v<T, bf16>) {
       if (N <= avx512::gemv_max_rows) {
         avx512::gemv_bf16(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in);
+      } else if (use_amx_kernels()) {
+        bf16_gemm<amx::gemm_bf16_kernel>(ctx, x, w, bias, y, amx::gemm_bf16_scratch_bytes(N, in));
       } else {
-        view<float> xp = ctx.alloc<float>({static_cast<index_t>(avx512::gemm_bf16_scratch_bytes(N, in) / 4)});
-        float* acc = in > avx512::gemm_bf16_kernel::block_k ? ctx.alloc<float>({N, out}).data() : nullptr;
-        const avx512::gemm_bf16_kernel kernel{reinterpret_cast<const std::uint16_t*>(x.data()),
-                                              reinterpret_cast<const std::uint16_t*>(w.data()), bias, y.data(), acc,
-                                              x.row_stride(), w.row_stride(), y.row_stride(), out};
-        avx512::blocked_gemm(kernel, N, out, in, reinterpret_cast<std::uint32_t*>(xp.data()));
+        bf16_gemm<avx512::gemm_bf16_kernel>(ctx, x, w, bias, y, avx512::gemm_bf16_scratch_bytes(N, in));
       }
       return;
     }

@@ -281,9 +281,17 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, con
 
 // ---- the blocked GEMM both element types share ------------------------------------------------------------------
 
-/// Rows of x per block and (in elements of k) depth per block: a packed block of x (block_m x block_k fp32 =
-/// 1 MiB, or bf16 pairs: the same bytes for twice the depth) stays in L2 while every n-tile passes over it.
-inline constexpr index_t block_m = 256;
+/// Rows of x per block: a packed block of x (block_m x block_k fp32 = 1 MiB, or bf16 pairs: the same bytes for
+/// twice the depth) stays in L2 while every n-tile passes over it.
+inline constexpr index_t default_block_m = 256;
+
+/// Rows per block for M rows and blocks of at most max_rows (a multiple of 16): as few blocks as that allows, of
+/// equal size (rounded up to 16), so that no block is a sliver that streams all of w for a handful of rows
+/// (257 = 256 + 1 would read the weights twice, the second time for one row).
+inline index_t balanced_row_block(index_t M, index_t max_rows) {
+  const index_t blocks = (M + max_rows - 1) / max_rows;
+  return ((M + blocks - 1) / blocks + 15) / 16 * 16;
+}
 
 /// Calls tile(r0, r) over [0, rows) in micro-tiles of 12, 8, 4, 2, 1 rows of w.
 template <class Tile>
@@ -298,14 +306,17 @@ inline void for_tile_rows(index_t rows, Tile&& tile) {
 }
 
 /// Runs Kernel's micro-tiles over y (M, N): for each block of rows and of depth, x's block is packed (panels in
-/// parallel), then the n-tiles are split across threads. Kernel provides: `packed` (element of xp), block_k,
-/// units(kc) (packed elements per row of a panel for depth kc), pack(m0, rows, width, k0, kc, dst),
-/// tile(r, nv, n0, k0, kc, panel, out) and emit(m, n0, r, out + j, stride, first_k_block, last_k_block).
+/// parallel), then the n-tiles are split across threads. Kernel provides: `packed` (element of xp), tile_n (rows
+/// of w per n-tile), block_m, block_k, units(kc) (packed elements per row of a panel for depth kc),
+/// pack(m0, rows, width, k0, kc, dst), split(rows, fn) (calls fn(r0, r) over the micro-tiles of an n-tile),
+/// tile(r, nv, n0, k0, kc, panel, out) (out[i * nv * 16 + j] = y[m0 + j][n0 + i] summed over the depth block)
+/// and emit(m0, valid, n0, r, out, width, first_k_block, last_k_block) (stores the tile's `valid` x rows).
 template <class Kernel>
 void blocked_gemm(const Kernel& kernel, index_t M, index_t N, index_t K, typename Kernel::packed* xp) {
-  const index_t tiles = (N + tile_n - 1) / tile_n;
-  for (index_t mb = 0; mb < M; mb += block_m) {
-    const index_t rows_in_block = std::min(block_m, M - mb), panels = (rows_in_block + 31) / 32;
+  constexpr index_t tile_n = Kernel::tile_n;
+  const index_t tiles = (N + tile_n - 1) / tile_n, row_block = balanced_row_block(M, Kernel::block_m);
+  for (index_t mb = 0; mb < M; mb += row_block) {
+    const index_t rows_in_block = std::min(row_block, M - mb), panels = (rows_in_block + 31) / 32;
     for (index_t k0 = 0; k0 < K; k0 += Kernel::block_k) {
       const index_t kc = std::min(Kernel::block_k, K - k0), units = Kernel::units(kc);
       const bool first = k0 == 0, last = k0 + kc == K;
@@ -329,9 +340,9 @@ void blocked_gemm(const Kernel& kernel, index_t M, index_t N, index_t K, typenam
           const index_t n0 = t * tile_n, rows = std::min<index_t>(tile_n, N - n0);
           for (index_t m0 = 0; m0 < rows_in_block; m0 += 32) {
             const index_t width = panel_width(rows_in_block, m0), valid = std::min<index_t>(width, rows_in_block - m0);
-            for_tile_rows(rows, [&](index_t r0, int r) {
+            kernel.split(rows, [&](index_t r0, int r) {
               kernel.tile(r, static_cast<int>(width / 16), n0 + r0, k0, kc, xp + m0 * units, out);
-              for (index_t j = 0; j < valid; ++j) kernel.emit(mb + m0 + j, n0 + r0, r, out + j, width, first, last);
+              kernel.emit(mb + m0, valid, n0 + r0, r, out, width, first, last);
             });
           }
         }
@@ -365,7 +376,7 @@ inline void dispatch_tile(int r, int nv, Fn&& fn) {
 /// fp32: y (M, N) = x · w^T + b, accumulated in y across depth blocks.
 struct gemm_f32_kernel {
   using packed = float;
-  static constexpr index_t block_k = 1024;
+  static constexpr index_t tile_n = avx512::tile_n, block_m = default_block_m, block_k = 1024;
   static index_t units(index_t kc) { return kc; }
   const float *x, *w, *b;
   float* y;
@@ -378,9 +389,13 @@ struct gemm_f32_kernel {
     const float* wr = w + n0 * ldw + k0;
     dispatch_tile(r, nv, [&]<int R, int NV>() { tile_f32<R, NV>(wr, ldw, panel, kc, out); });
   }
-  void emit(index_t m, index_t n0, int r, const float* vals, index_t stride, bool first, bool) const {
-    float* dst = y + m * ldy + n0;
-    for (int i = 0; i < r; ++i) dst[i] = (first ? (b ? b[n0 + i] : 0.0f) : dst[i]) + vals[i * stride];
+  template <class Fn>
+  static void split(index_t rows, Fn&& fn) { for_tile_rows(rows, fn); }
+  void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width, bool first, bool) const {
+    for (index_t j = 0; j < valid; ++j) {
+      float* dst = y + (m0 + j) * ldy + n0;
+      for (int i = 0; i < r; ++i) dst[i] = (first ? (b ? b[n0 + i] : 0.0f) : dst[i]) + out[i * width + j];
+    }
   }
 };
 
@@ -388,7 +403,7 @@ struct gemm_f32_kernel {
 /// to bf16 once, at the last block.
 struct gemm_bf16_kernel {
   using packed = std::uint32_t;
-  static constexpr index_t block_k = 2048;  // 1024 pairs
+  static constexpr index_t tile_n = avx512::tile_n, block_m = default_block_m, block_k = 2048;  // 1024 pairs
   static index_t units(index_t kc) { return (kc + 1) / 2; }
   const std::uint16_t *x, *w;
   const bf16* b;
@@ -403,25 +418,42 @@ struct gemm_bf16_kernel {
     const std::uint16_t* wr = w + n0 * ldw + k0;
     dispatch_tile(r, nv, [&]<int R, int NV>() { tile_bf16<R, NV>(wr, ldw, panel, kc, out); });
   }
-  void emit(index_t m, index_t n0, int r, const float* vals, index_t stride, bool first, bool last) const {
-    for (int i = 0; i < r; ++i) {
-      float sum = vals[i * stride];
-      if (acc) {
-        float& a = acc[m * N + n0 + i];
-        sum = first ? sum : a + sum;
-        a = sum;
+  template <class Fn>
+  static void split(index_t rows, Fn&& fn) { for_tile_rows(rows, fn); }
+  /// 16 rows of w at a time: the tile's column j gathered (stride width), summed into acc, bias added, rounded
+  /// to bf16 (vcvtneps2bf16: nearest even) and stored as 16 consecutive outputs of y's row m0 + j.
+  QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width,
+                                       bool first, bool last) const {
+    const __m512i column = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(width)));
+    for (int i0 = 0; i0 < r; i0 += 16) {
+      const int n = std::min(16, r - i0);
+      const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+      const __m512 bias = b ? _mm512_castsi512_ps(_mm512_slli_epi32(
+                                  _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, b + n0 + i0)), 16))
+                            : _mm512_setzero_ps();
+      for (index_t j = 0; j < valid; ++j) {
+        const index_t m = m0 + j;
+        __m512 sum = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, column, out + i0 * width + j, 4);
+        if (acc) {
+          float* a = acc + m * N + n0 + i0;
+          if (!first) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, a));
+          _mm512_mask_storeu_ps(a, mask, sum);
+        }
+        if (last)
+          _mm256_mask_storeu_epi16(y + m * ldy + n0 + i0, mask,
+                                   (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(sum, bias)));
       }
-      if (last) y[m * ldy + n0 + i] = bf16(sum + (b ? static_cast<float>(b[n0 + i]) : 0.0f));
     }
   }
 };
 
 /// Packed-x scratch the GEMMs need for M rows and depth K, in bytes.
 inline std::size_t gemm_f32_scratch_bytes(index_t M, index_t K) {
-  return static_cast<std::size_t>(padded_rows(std::min(M, block_m)) * gemm_f32_kernel::units(std::min(K, gemm_f32_kernel::block_k))) * 4;
+  return static_cast<std::size_t>(padded_rows(std::min(M, default_block_m)) * gemm_f32_kernel::units(std::min(K, gemm_f32_kernel::block_k))) * 4;
 }
 inline std::size_t gemm_bf16_scratch_bytes(index_t M, index_t K) {
-  return static_cast<std::size_t>(padded_rows(std::min(M, block_m)) * gemm_bf16_kernel::units(std::min(K, gemm_bf16_kernel::block_k))) * 4;
+  return static_cast<std::size_t>(padded_rows(std::min(M, default_block_m)) * gemm_bf16_kernel::units(std::min(K, gemm_bf16_kernel::block_k))) * 4;
 }
 
 #endif  // QFORMER_HAVE_AVX512_KERNELS
