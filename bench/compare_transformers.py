@@ -10,6 +10,10 @@ ratio table (transformers time / qformer time: above 1 means qformer is faster).
     vision   model.vision_model(pixel_values)                          B images, 224 px
     qformer  model.qformer(query_tokens, encoder_hidden_states=...)    the Q-Former in fp32, as transformers keeps it
     decode   model.language_model(next token, past_key_values)         one step after 32 + 8 prompt positions
+  int8: the bf16 model with the language model's Linears (and head) replaced by torch.ao's dynamic int8
+  quantisation (quantize_dynamic, per-channel weights, activations quantised per call: fbgemm, VNNI), the same
+  scheme as qformer's int8 language model; quantize_dynamic runs fp32 activations, so the int8 model is fp32
+  around the language model's Linears in torch.
     caption  model.generate(pixel_values, max_new_tokens=min_new_tokens=30), greedy
 
 Usage (the venv of tools/requirements.txt; PyPI torch), from the repository root after building:
@@ -72,9 +76,13 @@ def build_model(dtype):
 
 def bench_transformers(dtype_name: str, batches: list[int], stages: list[str], repeats: int, new_tokens: int) -> list[dict]:
     import torch
-    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}[dtype_name]
     t0 = time.perf_counter()
     model, config = build_model(dtype)
+    if dtype_name == "int8":  # torch's dynamic int8 Linear takes fp32 activations: the language model stays fp32 around it
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        model.language_model = quantize_dynamic(model.language_model, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                                dtype=torch.qint8)
     print(f"transformers: blip2-opt-2.7b {dtype_name} built in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     results = []
     with torch.inference_mode():

@@ -97,6 +97,34 @@ TEST_CASE("Flan-T5 language model matches transformers: first-step logits, greed
   check_language_model(test::fixture("tiny-t5-seed7"));
 }
 
+TEST_CASE("int8 language models stay near fp32: OPT and T5 logits") {
+  // Every Linear of the language model and its head in int8 (per-channel weights, activations per row; T5's wo
+  // stays fp32); vision, Q-Former and projection fp32. Bounds, relative to the largest logit: OPT 5e-2 (measured
+  // 2.0e-2); T5 2.5e-1 (measured 1.7e-1: this random T5 is 40 wide, so each dot product has 40-72 terms for the
+  // 8-bit rounding errors to average over, through 4 layers of which both stacks contribute about half).
+  const std::pair<const char*, double> cases[] = {{"tiny-opt", 5e-2}, {"tiny-t5", 2.5e-1}};
+  for (const auto& [name, bound] : cases) {
+    CAPTURE(std::string(name));
+    const std::string folder = test::fixture(name);
+    const safetensors_file ref(folder + "/reference.safetensors");
+    const Blip2<float> model = Blip2<float>::from_pretrained(folder);
+    Blip2<float> quantized = Blip2<float>::from_pretrained(folder);
+    quantized.quantize_language_model_int8();
+    const tensor<float> pixels = ref.load<float>("pixel_values");
+    context<cpu> ctx;
+    typename context<cpu>::scope scope(ctx);
+    const auto f = model.encode_image(ctx, pixels.get());
+    const tensor_entry& p = ref.at("prompt_ids");
+    const token_batch prompt = token_batch::unpadded(pixels.shape()[0], p.dims[1], ids_of(ref, "prompt_ids"));
+    const view<const float> want = model.lm_logits(ctx, f.language_projection, prompt);
+    const view<const float> got = quantized.lm_logits(ctx, f.language_projection, prompt);
+    const double d = test::relative_max_diff(got, want);
+    MESSAGE(name << ": int8 logits within " << d << " of fp32 (relative to the largest)");
+    CHECK(d > 0.0);  // the int8 path ran
+    CHECK(d <= bound);
+  }
+}
+
 TEST_CASE("generation with EOS, length penalties, early stopping and repetition penalty matches transformers") {
   // tests/data/generation/cases.json: the language model's generate() on [queries; prompt] embeddings
   // (tools/make_generation_reference.py). Given only inputs_embeds, a decoder-only generate() counts no prompt

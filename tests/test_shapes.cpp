@@ -195,3 +195,20 @@ TEST_CASE("reduced precision: the shapes captioner in bf16 and fp16 captions 50 
   CHECK(same_bf16 == 50);
   CHECK(same_fp16 == 50);
 }
+
+TEST_CASE("int8 language model: the shapes captioner captions 50 fresh scenes as in fp32") {
+  shapes::scene_sampler sample(778);
+  std::vector<qformer::rgb_image> images;
+  for (int i = 0; i < 50; ++i) images.push_back(shapes::render(sample()));
+  qformer::context<qformer::cpu> ctx;
+  auto int8 = qformer::Blip2Pipeline<qformer::bf16>::from_pretrained(captioner_dir());
+  int8.quantize_language_model_int8();
+  int same = 0;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const std::string want = captioner().caption(ctx, images[i]), got = int8.caption(ctx, images[i]);
+    same += got == want;
+    if (got != want) MESSAGE("scene " << i << ": int8 '" << got << "', fp32 '" << want << "'");
+  }
+  MESSAGE("captions equal to fp32's: bf16 + int8 language model " << same << "/50");
+  CHECK(same == 50);
+}

@@ -86,9 +86,10 @@ inline qformer::tensor<float> test_pixels(qformer::index_t batch, qformer::index
   return px;
 }
 
+/// T: the activations' and weights' type; int8: the language model's Linears and head quantised (bf16 elsewhere).
 template <class T>
 void run_dtype(const settings& s, const std::string& dtype_name, const qformer::probe::machine_peaks& peaks,
-               std::vector<result>& results) {
+               std::vector<result>& results, bool int8 = false) {
   using namespace qformer;
   const Blip2Config config = presets::blip2_opt_2_7b();
   auto want = [&](const char* stage) { return std::find(s.stages.begin(), s.stages.end(), stage) != s.stages.end(); };
@@ -103,18 +104,26 @@ void run_dtype(const settings& s, const std::string& dtype_name, const qformer::
   if (want("caption")) {
     model.emplace(config);
     model->load(root);
+    if (int8) model->quantize_language_model_int8();
   } else {
     if (want("vision")) own_vision.emplace(config.vision), own_vision->load(root / "vision_model");
     if (want("qformer")) own_qformer.emplace(config.qformer, config.num_query_tokens), own_qformer->load(root, root / "qformer");
-    if (want("decode")) own_lm.emplace(config.text.opt), own_lm->load(root / "language_model");
+    if (want("decode")) {
+      own_lm.emplace(config.text.opt);
+      own_lm->load(root / "language_model");
+      if (int8) own_lm->quantize_int8();
+    }
   }
   const VisionEncoder<T>* vision = model ? &model->vision() : own_vision ? &*own_vision : nullptr;
   const QFormer<float>* qformer = model ? &model->qformer() : own_qformer ? &*own_qformer : nullptr;
   const OPTForCausalLM<T>* lm = model ? model->opt() : own_lm ? &*own_lm : nullptr;
   std::fprintf(stderr, "bench: blip2-opt-2.7b %s parts with random weights made in %.1f s\n", dtype_name.c_str(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  const double compute_peak = std::is_same_v<T, float> ? peaks.fp32_gflops : peaks.bf16_gflops;
-  const double lm_bytes = presets::opt_parameters(config.text.opt) * sizeof(T);
+  // The peak of the instruction the GEMMs use: FMA for fp32, AMX tiles for bf16 where the CPU has them.
+  const double compute_peak = std::is_same_v<T, float> ? peaks.fp32_gflops
+                              : peaks.amx_bf16_gflops > 0 && cpu_detail::use_amx_kernels() ? peaks.amx_bf16_gflops
+                                                                                            : peaks.bf16_gflops;
+  const double lm_bytes = presets::opt_parameters(config.text.opt) * (int8 ? 1.0 : double(sizeof(T)));
   context<cpu> ctx;
 
   for (const index_t B : s.batches) {
@@ -181,17 +190,18 @@ void run_dtype(const settings& s, const std::string& dtype_name, const qformer::
 inline int run(const settings& s) {
   qformer::require_compiled_cpu_features();
   const qformer::probe::machine_peaks peaks = qformer::probe::measure(s.threads);
-  std::fprintf(stderr, "bench: %s, %d threads: fp32 FMA %.0f GFLOP/s, bf16 dot %.0f GFLOP/s, read %.1f GB/s\n",
-               cpu_model().c_str(), s.threads, peaks.fp32_gflops, peaks.bf16_gflops, peaks.read_gbps);
+  std::fprintf(stderr, "bench: %s, %d threads: fp32 FMA %.0f GFLOP/s, bf16 dot %.0f GFLOP/s, AMX bf16 %.0f GFLOP/s, read %.1f GB/s\n",
+               cpu_model().c_str(), s.threads, peaks.fp32_gflops, peaks.bf16_gflops, peaks.amx_bf16_gflops, peaks.read_gbps);
   std::vector<result> results;
   for (const std::string& d : s.dtypes) {
     if (d == "f32") run_dtype<float>(s, d, peaks, results);
     else if (d == "bf16") run_dtype<qformer::bf16>(s, d, peaks, results);
+    else if (d == "int8") run_dtype<qformer::bf16>(s, d, peaks, results, true);
   }
   if (s.json) {
     nlohmann::json j;
     j["machine"] = {{"cpu", cpu_model()}, {"threads", s.threads}, {"features", qformer::host_cpu().describe()},
-                    {"fp32_fma_gflops", peaks.fp32_gflops}, {"bf16_dot_gflops", peaks.bf16_gflops},
+                    {"fp32_fma_gflops", peaks.fp32_gflops}, {"bf16_dot_gflops", peaks.bf16_gflops}, {"amx_bf16_gflops", peaks.amx_bf16_gflops},
                     {"read_gbps", peaks.read_gbps}};
     j["model"] = "blip2-opt-2.7b shapes, random weights";
     j["results"] = nlohmann::json::array();

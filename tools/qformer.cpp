@@ -42,7 +42,7 @@ usage:
       P: lines {"id": ..., "caption": "..."}; R: lines {"id": ..., "captions": ["...", ...]}.
   qformer tokenize --tokenizer FILE_OR_DIR --text TEXT
       Prints the token ids of TEXT as one JSON array (special tokens added as the tokenizer's post-processor does).
-  qformer bench [--stages vision,qformer,decode,caption] [--batches 1,8] [--dtypes f32,bf16] [--repeats N]
+  qformer bench [--stages vision,qformer,decode,caption] [--batches 1,8] [--dtypes f32,bf16,int8] [--repeats N]
                 [--threads N] [--new-tokens N] [--json]
       Times BLIP-2 at full size (blip2-opt-2.7b shapes, random weights made in process; fp32 needs ~16 GB of
       memory, bf16 ~8 GB): min / median ms, GFLOP/s or GB/s and the fraction of this machine's peak, measured
@@ -65,7 +65,8 @@ usage:
 generation options (defaults: the folder's generation_config.json, else greedy, 20 new tokens):
   --beams N  --max-new-tokens N  --min-new-tokens N  --length-penalty X  --repetition-penalty X
   --sample  --top-k N  --top-p X  --temperature X  --seed N
-  --dtype f32|bf16|f16 (default f32)  --threads N  --batch-size N (images per forward pass, default 8)  --json
+  --dtype f32|bf16|f16|int8 (default f32; int8: bf16 with the language model's weights in int8, activations
+  quantised per row)  --threads N  --batch-size N (images per forward pass, default 8)  --json
 
 Errors print one line on stderr and exit with status 1 (2 for a bad command line).
 )";
@@ -379,9 +380,11 @@ qformer::generation_options generation_from(const std::map<std::string, std::str
 
 /// caption and vqa: one image prints its text (or a JSON object with --json); a folder or list prints JSON lines.
 template <class T>
-int generate_text(const std::map<std::string, std::string>& opts, const std::string& prompt, const std::string& question) {
+int generate_text(const std::map<std::string, std::string>& opts, const std::string& prompt, const std::string& question,
+                  bool int8_language_model = false) {
   using namespace qformer;
-  const auto pipe = Blip2Pipeline<T>::from_pretrained(required(opts, "model"));
+  auto pipe = Blip2Pipeline<T>::from_pretrained(required(opts, "model"));
+  if (int8_language_model) pipe.quantize_language_model_int8();
   const generation_options options = generation_from(opts, pipe.defaults());
   bool batch = false;
   const std::vector<std::string> paths = image_paths(required(opts, "image"), batch);
@@ -436,7 +439,8 @@ int caption_or_vqa(int argc, char** argv, bool vqa) {
   if (dt == "f32") return generate_text<float>(opts, prompt, question);
   if (dt == "bf16") return generate_text<qformer::bf16>(opts, prompt, question);
   if (dt == "f16") return generate_text<qformer::fp16>(opts, prompt, question);
-  throw usage_error("--dtype must be f32, bf16 or f16, got '" + dt + "'");
+  if (dt == "int8") return generate_text<qformer::bf16>(opts, prompt, question, true);
+  throw usage_error("--dtype must be f32, bf16, f16 or int8, got '" + dt + "'");
 }
 
 /// "--name v1 v2 ... --other ..." : every value after each occurrence of a multi-value option, in order.
@@ -549,7 +553,7 @@ int bench(const std::map<std::string, std::string>& opts) {
     return got;
   };
   if (opts.count("stages")) s.stages = check_names(comma_list(opts.at("stages")), {"vision", "qformer", "decode", "caption"}, "stages");
-  if (opts.count("dtypes")) s.dtypes = check_names(comma_list(opts.at("dtypes")), {"f32", "bf16"}, "dtypes");
+  if (opts.count("dtypes")) s.dtypes = check_names(comma_list(opts.at("dtypes")), {"f32", "bf16", "int8"}, "dtypes");
   if (opts.count("batches")) {
     s.batches.clear();
     for (const auto& b : comma_list(opts.at("batches"))) {

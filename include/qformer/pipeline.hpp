@@ -43,6 +43,8 @@ class Blip2Pipeline {
   }
 
   const Blip2<T>& model() const noexcept { return model_; }
+  /// The language model in int8 (Blip2::quantize_language_model_int8).
+  void quantize_language_model_int8() { model_.quantize_language_model_int8(); }
   const tokenizer& text_tokenizer() const noexcept { return tokenizer_; }
   const BlipImageProcessor& image_processor() const noexcept { return processor_; }
   /// Decoding settings from the folder (special tokens, generation_config.json); copy and adjust per call.

@@ -35,6 +35,14 @@ class MLP {
   /// ViT naming: "<s>.fc1", "<s>.fc2".
   void load(const weight_scope& s) { load(s / "fc1", s / "fc2"); }
 
+  /// Both Linears to int8 (Linear::quantize_int8).
+  void quantize_int8()
+    requires std::is_same_v<D, cpu>
+  {
+    fc1_.quantize_int8();
+    fc2_.quantize_int8();
+  }
+
   /// x (..., C) -> y (..., C). y must not overlap x.
   void forward(context<D>& ctx, view<const T, D> x, view<T, D> y) const {
     typename context<D>::scope scope(ctx);

@@ -31,6 +31,15 @@ class OPTBlock {
     ffn_ln_.load(s / "final_layer_norm");
   }
 
+  /// Every projection to int8 (Linear::quantize_int8); the norms stay T.
+  void quantize_int8()
+    requires std::is_same_v<D, cpu>
+  {
+    qkv_.quantize_int8();
+    out_.quantize_int8();
+    ffn_.quantize_int8();
+  }
+
   /// x (B, L, C) at positions [past, past + L); cache_k / cache_v this layer's (B, capacity, C);
   /// mask additive (B, L, past + L) -> y (B, L, C).
   void forward(context<D>& ctx, view<const T, D> x, view<T, D> cache_k, view<T, D> cache_v, index_t past,

@@ -33,6 +33,16 @@ class T5Block {
     if (c.is_gated_act) wi_gate_.emplace(c.d_model, c.d_ff, false);
   }
 
+  /// The projections to int8 (Linear::quantize_int8) but wo, whose input carries T5's large outlier activations
+  /// (transformers keeps it in fp32 for the same reason: _keep_in_fp32_modules); norms stay T.
+  void quantize_int8()
+    requires std::is_same_v<D, cpu>
+  {
+    for (Linear<T, D>* l : {&self_qkv_, &self_o_, &wi_}) l->quantize_int8();
+    for (std::optional<Linear<T, D>>* l : {&cross_q_, &cross_kv_, &cross_o_, &wi_gate_})
+      if (*l) (*l)->quantize_int8();
+  }
+
   /// T5Block naming under "<stack>.block.<i>".
   void load(const weight_scope& s) {
     const weight_scope self = s / "layer.0";

@@ -67,6 +67,15 @@ class Blip2 {
     if (t5_) t5_->load(root / "language_model");
   }
 
+  /// The language model's Linears and head to int8 (per-channel weights, activations quantised per row at run
+  /// time; OPTForCausalLM / T5ForConditionalGeneration::quantize_int8). Vision, Q-Former and projection keep T.
+  void quantize_language_model_int8()
+    requires std::is_same_v<D, cpu>
+  {
+    if (opt_) opt_->quantize_int8();
+    if (t5_) t5_->quantize_int8();
+  }
+
   const OPTForCausalLM<T, D>* opt() const noexcept { return opt_ ? &*opt_ : nullptr; }
   const T5ForConditionalGeneration<T, D>* t5() const noexcept { return t5_ ? &*t5_ : nullptr; }
 

@@ -69,6 +69,19 @@ class OPTForCausalLM {
     if (s.has("lm_head.weight")) lm_head_ = s.load<T, D>("lm_head.weight", {cfg_.vocab_size, cfg_.word_embed_proj_dim});
   }
 
+  /// int8 weights for every Linear of the decoder and for the head (a quantised copy when it is tied to the
+  /// token embeddings, which stay T for the lookup): see Linear::quantize_int8. CPU only.
+  void quantize_int8()
+    requires std::is_same_v<D, cpu>
+  {
+    if (project_in_) project_in_->quantize_int8();
+    if (project_out_) project_out_->quantize_int8();
+    for (auto& b : blocks_) b.quantize_int8();
+    if (!head_int8_) head_int8_ = int8_weights::quantize<T>(head());
+    lm_head_ = tensor<T, D>();
+  }
+  bool quantized() const noexcept { return head_int8_.has_value(); }
+
   /// The KV cache for `batch` sequences of up to `capacity` positions.
   KVCache<T, D> make_cache(index_t batch, index_t capacity) const {
     if (capacity > cfg_.max_position_embeddings)
@@ -128,6 +141,12 @@ class OPTForCausalLM {
   /// hidden (N, W) -> logits (N, V) as float.
   view<float, D> logits(context<D>& ctx, view<const T, D> hidden) const {
     view<T, D> l = ctx.template alloc<T>({hidden.rows(), cfg_.vocab_size});
+    if constexpr (std::is_same_v<D, cpu>) {
+      if (head_int8_) {
+        cpu_detail::linear_int8<T>(ctx, hidden.reshape({hidden.rows(), hidden.cols()}), *head_int8_, nullptr, l);
+        return logits_as_float<T, D>(ctx, l);
+      }
+    }
     ops::linear<T, D>(ctx, hidden.reshape({hidden.rows(), hidden.cols()}), head(), {}, l);
     return logits_as_float<T, D>(ctx, l);
   }
@@ -141,6 +160,7 @@ class OPTForCausalLM {
   std::vector<OPTBlock<T, D>> blocks_;
   LayerNorm<T, D> final_ln_;
   tensor<T, D> lm_head_;
+  std::optional<int8_weights> head_int8_;  // quantize_int8()'s head; lm_head_ is then released
 };
 
 }  // namespace qformer

@@ -66,6 +66,17 @@ class T5ForConditionalGeneration {
     if (s.has("lm_head.weight")) lm_head_ = s.load<T, D>("lm_head.weight", {cfg_.vocab_size, cfg_.d_model});
   }
 
+  /// int8 weights for every Linear of both stacks and for the head (a quantised copy when it is tied to the shared
+  /// embeddings): see Linear::quantize_int8. CPU only.
+  void quantize_int8()
+    requires std::is_same_v<D, cpu>
+  {
+    for (auto& b : encoder_) b.quantize_int8();
+    for (auto& b : decoder_) b.quantize_int8();
+    if (!head_int8_) head_int8_ = int8_weights::quantize<T>(lm_head_.empty() ? shared_.table() : view<const T, D>(lm_head_.get()));
+    lm_head_ = tensor<T, D>();
+  }
+
   /// Token embeddings (no scaling in T5): ids (N) -> (N, C).
   view<T, D> embed(context<D>& ctx, std::span<const std::int64_t> ids) const { return shared_(ctx, ids); }
 
@@ -120,7 +131,14 @@ class T5ForConditionalGeneration {
     decoder_ln_.forward(ctx, x, x);
     if (cfg_.scale_decoder_outputs) ops::scale<T, D>(ctx, x, 1.0f / std::sqrt(float(cfg_.d_model)), x);
     view<T, D> logits = ctx.template alloc<T>({B * L, cfg_.vocab_size});
-    ops::linear<T, D>(ctx, x.reshape({B * L, cfg_.d_model}), lm_head_.empty() ? shared_.table() : lm_head_.get(), {}, logits);
+    const view<const T, D> flat = x.reshape({B * L, cfg_.d_model});
+    if constexpr (std::is_same_v<D, cpu>) {
+      if (head_int8_) {
+        cpu_detail::linear_int8<T>(ctx, flat, *head_int8_, nullptr, logits);
+        return logits_as_float<T, D>(ctx, logits);
+      }
+    }
+    ops::linear<T, D>(ctx, flat, lm_head_.empty() ? shared_.table() : lm_head_.get(), {}, logits);
     return logits_as_float<T, D>(ctx, logits);
   }
 
@@ -144,6 +162,7 @@ class T5ForConditionalGeneration {
   std::vector<T5Block<T, D>> encoder_, decoder_;
   RMSNorm<T, D> encoder_ln_, decoder_ln_;
   tensor<T, D> lm_head_;
+  std::optional<int8_weights> head_int8_;  // quantize_int8()'s head; lm_head_ is then released
 };
 
 /// A T5 decoding in progress (a decoding_session): self-attention cache, the encoder output's cross-attention

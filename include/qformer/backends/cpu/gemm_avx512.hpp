@@ -121,8 +121,9 @@ inline void dispatch_gemv_rows(index_t M, Fn&& fn) {
 
 /// The GEMV loop both element types share: output columns in blocks of R rows of w (8, or 4 from 3 rows of x,
 /// so that R x MM accumulators fit the registers), blocks split across threads, the last rows one at a time.
-/// block.template operator()<R>(n0, sums) fills sums (R x MM) for w rows [n0, n0 + R); put(m, n, sum) stores.
-template <int MM, class Block, class Put>
+/// block.template operator()<R>(n0, sums) fills sums (R x MM, of type Sum) for w rows [n0, n0 + R); put(m, n, sum)
+/// stores.
+template <int MM, class Sum = float, class Block, class Put>
 inline void gemv_driver(index_t N, Block&& block, Put&& put) {
   constexpr int R = MM <= 2 ? 8 : 4;
   const index_t blocks = (N + R - 1) / R;
@@ -131,7 +132,7 @@ inline void gemv_driver(index_t N, Block&& block, Put&& put) {
 #endif
   for (index_t blk = 0; blk < blocks; ++blk) {
     const index_t n0 = blk * R;
-    float sums[R * MM];
+    Sum sums[R * MM];
     if (n0 + R <= N) {
       block.template operator()<R>(n0, sums);
       for (int r = 0; r < R; ++r)
@@ -306,7 +307,8 @@ inline void for_tile_rows(index_t rows, Tile&& tile) {
 }
 
 /// Runs Kernel's micro-tiles over y (M, N): for each block of rows and of depth, x's block is packed (panels in
-/// parallel), then the n-tiles are split across threads. Kernel provides: `packed` (element of xp), tile_n (rows
+/// parallel), then the n-tiles are split across threads. Kernel provides: `packed` (element of xp), `sum` (of a
+/// tile's outputs), tile_n (rows
 /// of w per n-tile), block_m, block_k, units(kc) (packed elements per row of a panel for depth kc),
 /// pack(m0, rows, width, k0, kc, dst), split(rows, fn) (calls fn(r0, r) over the micro-tiles of an n-tile),
 /// tile(r, nv, n0, k0, kc, panel, out) (out[i * nv * 16 + j] = y[m0 + j][n0 + i] summed over the depth block)
@@ -336,7 +338,7 @@ void blocked_gemm(const Kernel& kernel, index_t M, index_t N, index_t K, typenam
 #pragma omp for schedule(static)
 #endif
         for (index_t t = 0; t < tiles; ++t) {
-          alignas(64) float out[tile_n * 32];
+          alignas(64) typename Kernel::sum out[tile_n * 32];
           const index_t n0 = t * tile_n, rows = std::min<index_t>(tile_n, N - n0);
           for (index_t m0 = 0; m0 < rows_in_block; m0 += 32) {
             const index_t width = panel_width(rows_in_block, m0), valid = std::min<index_t>(width, rows_in_block - m0);
@@ -376,6 +378,7 @@ inline void dispatch_tile(int r, int nv, Fn&& fn) {
 /// fp32: y (M, N) = x · w^T + b, accumulated in y across depth blocks.
 struct gemm_f32_kernel {
   using packed = float;
+  using sum = float;
   static constexpr index_t tile_n = avx512::tile_n, block_m = default_block_m, block_k = 1024;
   static index_t units(index_t kc) { return kc; }
   const float *x, *w, *b;
@@ -403,6 +406,7 @@ struct gemm_f32_kernel {
 /// to bf16 once, at the last block.
 struct gemm_bf16_kernel {
   using packed = std::uint32_t;
+  using sum = float;
   static constexpr index_t tile_n = avx512::tile_n, block_m = default_block_m, block_k = 2048;  // 1024 pairs
   static index_t units(index_t kc) { return (kc + 1) / 2; }
   const std::uint16_t *x, *w;

@@ -1,9 +1,10 @@
 #pragma once
 /// \file
 /// Small probes of this machine's limits, run in the same process as a benchmark so that results can be stated
-/// as a fraction of them: fp32 FMA throughput, bf16 dot-product throughput (vdpbf16ps) and memory read
-/// bandwidth, each with `threads` OpenMP threads, best of a few runs.
+/// as a fraction of them: fp32 FMA throughput, bf16 dot-product throughput (vdpbf16ps, and AMX tdpbf16ps where
+/// the CPU has it) and memory read bandwidth, each with `threads` OpenMP threads, best of a few runs.
 
+#include "gemm_amx.hpp"
 #include "gemm_avx512.hpp"
 
 #include <algorithm>
@@ -17,6 +18,7 @@ struct machine_peaks {
   int threads = 1;
   double fp32_gflops = 0;  // 0: not measured (no AVX-512)
   double bf16_gflops = 0;  // 0: no avx512_bf16
+  double amx_bf16_gflops = 0;  // 0: no AMX
   double read_gbps = 0;
 };
 
@@ -53,6 +55,34 @@ QFORMER_TARGET_AVX512_BF16 inline float bf16_chains(std::int64_t iterations) {
   return cpu_detail::avx512::lane_sum(s);
 }
 
+#endif
+#ifdef QFORMER_HAVE_AMX_KERNELS
+/// 4 independent tdpbf16ps accumulators on tiles already loaded: 4 * 16 * 16 * 32 * 2 FLOP per step.
+QFORMER_TARGET_AMX inline float amx_chains(std::int64_t iterations) {
+  alignas(64) std::uint16_t ones[16 * 32];
+  std::fill(std::begin(ones), std::end(ones), std::uint16_t{0x3c00});  // bf16 2^-7: sums stay finite
+  alignas(64) float out[16 * 16];
+  cpu_detail::amx::configure_tiles();
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, ones, 64);
+  _tile_loadd(5, ones, 64);
+  _tile_loadd(6, ones, 64);
+  _tile_loadd(7, ones, 64);
+  for (std::int64_t it = 0; it < iterations; ++it) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return out[0];
+}
+#endif
+#ifdef QFORMER_HAVE_AVX512_KERNELS
 /// Sum of [begin, end) 64 bytes per load, four loads in flight.
 QFORMER_TARGET_AVX512 inline std::uint64_t read_avx512(const std::uint64_t* begin, const std::uint64_t* end) {
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
@@ -115,6 +145,14 @@ inline machine_peaks measure(int threads) {
     for (int rep = 0; rep < 3; ++rep) {
       const double s = detail::timed_parallel(threads, [&](int) { sink = sink + detail::bf16_chains(steps); });
       p.bf16_gflops = std::max(p.bf16_gflops, threads * double(steps) * 24 * 16 * 4 / s * 1e-9);
+    }
+#endif
+#ifdef QFORMER_HAVE_AMX_KERNELS
+  if (host_cpu().has_amx_bf16())
+    for (int rep = 0; rep < 3; ++rep) {
+      constexpr std::int64_t amx_steps = 1'000'000;
+      const double s = detail::timed_parallel(threads, [&](int) { sink = sink + detail::amx_chains(amx_steps); });
+      p.amx_bf16_gflops = std::max(p.amx_bf16_gflops, threads * double(amx_steps) * 4 * 16 * 16 * 32 * 2 / s * 1e-9);
     }
 #endif
   // Read bandwidth: each thread sums its part of a 512 MiB buffer (far larger than any cache).
