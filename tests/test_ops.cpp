@@ -159,6 +159,47 @@ TEST_CASE_TEMPLATE("linear_int8: VNNI and portable give the same numbers, within
                   shape_error);
 }
 
+TEST_CASE("AVX-512 row kernels: GELU, softmax and bf16 conversions against the scalar definitions") {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if (!host_cpu().has_avx512_bf16()) {
+    MESSAGE("no AVX-512 BF16 here: the row kernels are not used");
+    return;
+  }
+  // x from -12 to 12 (erf saturates, exp underflows in the tails), lengths around the 16-lane tail masks.
+  for (index_t n : {1, 15, 16, 17, 100, 1031}) {
+    CAPTURE(n);
+    std::vector<float> x(static_cast<std::size_t>(n)), y(x.size()), s(x.size());
+    for (index_t i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = -12.0f + 24.0f * float(i) / float(std::max<index_t>(1, n - 1));
+    cpu_detail::avx512::gelu_erf_row(x.data(), n, y.data());
+    double worst = 0;
+    for (index_t i = 0; i < n; ++i) {
+      const double v = x[static_cast<std::size_t>(i)], want = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+      worst = std::max(worst, std::abs(y[static_cast<std::size_t>(i)] - want) / std::max(1.0, std::abs(want)));
+    }
+    CHECK(worst <= 1e-6);
+    s = x;
+    cpu_detail::avx512::softmax_row(s.data(), n);
+    double total = 0;
+    for (float v : x) total += std::exp(double(v) - 12.0);
+    worst = 0;
+    for (index_t i = 0; i < n; ++i)
+      worst = std::max(worst, std::abs(s[static_cast<std::size_t>(i)] - std::exp(double(x[static_cast<std::size_t>(i)]) - 12.0) / total));
+    CHECK(worst <= 1e-6);
+    std::vector<bf16> narrow(x.size()), scalar(x.size());
+    cpu_detail::avx512::narrow_bf16_row(x.data(), n, narrow.data());
+    std::vector<float> widened(x.size());
+    cpu_detail::avx512::widen_bf16_row(narrow.data(), n, widened.data());
+    for (index_t i = 0; i < n; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      CHECK(Eigen::numext::bit_cast<std::uint16_t>(narrow[k]) == Eigen::numext::bit_cast<std::uint16_t>(bf16(x[k])));
+      CHECK(widened[k] == static_cast<float>(narrow[k]));
+    }
+  }
+#else
+  MESSAGE("built without the AVX-512 kernels");
+#endif
+}
+
 TEST_CASE_TEMPLATE("layer_norm matches the reference (and works in place)", T, float, fp16, bf16) {
   context<cpu> ctx;
   tensor<T> x = test::random_tensor<T>({5, 3, 45}, 4), w = test::random_tensor<T>({45}, 5), b = test::random_tensor<T>({45}, 6);

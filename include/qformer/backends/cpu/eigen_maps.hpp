@@ -3,6 +3,7 @@
 /// Eigen maps over qformer views. Every map is RowMajor (PyTorch layout) with the view's row stride.
 
 #include "../../core/context.hpp"
+#include "rows_avx512.hpp"
 
 #include <Eigen/Core>
 
@@ -30,8 +31,16 @@ view<const float> as_float(context<cpu>& ctx, view<const T> x) {
     return x;
   } else {
     view<float> f = ctx.alloc<float>(x.shape());
-    for (index_t r = 0; r < x.rows(); ++r)
+    for (index_t r = 0; r < x.rows(); ++r) {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+      if constexpr (std::is_same_v<T, bf16>)
+        if (host_cpu().has_avx512()) {
+          avx512::widen_bf16_row(x.row(r), x.cols(), f.row(r));
+          continue;
+        }
+#endif
       for (index_t c = 0; c < x.cols(); ++c) f.row(r)[c] = to_float(x.row(r)[c]);
+    }
     return f;
   }
 }
@@ -39,8 +48,16 @@ view<const float> as_float(context<cpu>& ctx, view<const T> x) {
 /// Writes the float matrix f into y, converting to T.
 template <class T>
 void store(view<const float> f, view<T> y) {
-  for (index_t r = 0; r < f.rows(); ++r)
+  for (index_t r = 0; r < f.rows(); ++r) {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+    if constexpr (std::is_same_v<T, bf16>)
+      if (host_cpu().has_avx512_bf16()) {
+        avx512::narrow_bf16_row(f.row(r), f.cols(), y.row(r));
+        continue;
+      }
+#endif
     for (index_t c = 0; c < f.cols(); ++c) y.row(r)[c] = from_float<T>(f.row(r)[c]);
+  }
 }
 
 }  // namespace qformer::cpu_detail

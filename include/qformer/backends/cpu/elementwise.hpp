@@ -1,9 +1,12 @@
 #pragma once
 /// \file
-/// CPU row kernels: layer norm, GELU (exact erf), ReLU, residual add, softmax. xsimd for float rows, scalar
-/// conversions for bf16 / fp16 rows (their speed is issue F's business).
+/// CPU row kernels: layer norm, GELU (exact erf), ReLU, residual add, softmax. xsimd for float rows (the
+/// compiler's target: SSE2 in a portable build); GELU and softmax take rows_avx512.hpp's AVX-512 versions where the
+/// CPU has them.
 
+#include "../../core/cpu_features.hpp"
 #include "../../core/tensor.hpp"
+#include "rows_avx512.hpp"
 
 #include <xsimd/xsimd.hpp>
 
@@ -46,7 +49,20 @@ inline void layer_norm_row(const float* x, const float* w, const float* b, float
   for (; i < n; ++i) y[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
 
+/// Whether the AVX-512 row kernels run here (the choice of backends/cpu/gemm.hpp's kernels does not apply).
+inline bool use_avx512_rows() {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  static const bool on = host_cpu().has_avx512_bf16();
+  return on;
+#else
+  return false;
+#endif
+}
+
 inline void gelu_erf_row(const float* x, index_t n, float* y) {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if (use_avx512_rows()) return avx512::gelu_erf_row(x, n, y);
+#endif
   const fbatch half(0.5f), one(1.0f), rsqrt2(0.70710678118654752440f);
   index_t i = 0;
   for (; i + simd_width <= n; i += simd_width) {
@@ -106,6 +122,9 @@ inline void add_row(const float* a, const float* b, index_t n, float* y) {
 
 /// In-place softmax of one row: exp(x - max) / sum.
 inline void softmax_row(float* x, index_t n) {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if (use_avx512_rows()) return avx512::softmax_row(x, n);
+#endif
   index_t i = 0;
   fbatch vmax(-INFINITY);
   for (; i + simd_width <= n; i += simd_width) vmax = xsimd::max(vmax, fbatch::load_unaligned(x + i));
