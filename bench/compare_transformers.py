@@ -76,13 +76,20 @@ def build_model(dtype):
 
 def bench_transformers(dtype_name: str, batches: list[int], stages: list[str], repeats: int, new_tokens: int) -> list[dict]:
     import torch
-    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}[dtype_name]
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16}[dtype_name]
+    lm_dtype = torch.float32 if dtype_name == "int8" else dtype
     t0 = time.perf_counter()
     model, config = build_model(dtype)
-    if dtype_name == "int8":  # torch's dynamic int8 Linear takes fp32 activations: the language model stays fp32 around it
+    if dtype_name == "int8":
+        # bf16 vision as qformer's int8 runs; torch's dynamic int8 Linear takes fp32 activations, so the projection
+        # and the language model go to fp32 around it (built in bf16 first: fp32 + the int8 copy would not fit 24 GB)
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        model.language_projection.float()  # its input (the Q-Former's output, cast to the vision dtype) to fp32:
+        model.language_projection.register_forward_pre_hook(lambda module, args: tuple(a.float() for a in args))
+        model.language_model.float()
         model.language_model = quantize_dynamic(model.language_model, {torch.nn.Linear: per_channel_dynamic_qconfig},
-                                                dtype=torch.qint8)
+                                                dtype=torch.qint8, inplace=True)  # no fp32 deep copy
+        gc.collect()
     print(f"transformers: blip2-opt-2.7b {dtype_name} built in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     results = []
     with torch.inference_mode():
@@ -105,7 +112,7 @@ def bench_transformers(dtype_name: str, batches: list[int], stages: list[str], r
                 add("qformer", timed(repeats, lambda: model.qformer(query_embeds=queries, encoder_hidden_states=image)))
             if "decode" in stages:
                 lm = model.language_model
-                embeds = ((torch.arange(batch * 40 * 2560) * 7919) % 255).float().div(2550.0).sub(0.05).reshape(batch, 40, 2560).to(dtype)
+                embeds = ((torch.arange(batch * 40 * 2560) * 7919) % 255).float().div(2550.0).sub(0.05).reshape(batch, 40, 2560).to(lm_dtype)
                 past = lm(inputs_embeds=embeds, use_cache=True).past_key_values
                 token = torch.full((batch, 1), 2, dtype=torch.long)
                 add("decode", timed(repeats, lambda: lm(input_ids=token, past_key_values=past, use_cache=True)))

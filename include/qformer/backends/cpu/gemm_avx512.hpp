@@ -146,6 +146,16 @@ inline void gemv_driver(index_t N, Block&& block, Put&& put) {
   }
 }
 
+/// How far ahead (bytes) the GEMV kernels prefetch each weight row they stream.
+inline constexpr index_t gemv_prefetch_bytes = 512;  // measured: +2-10 % GB/s over none, 1024, 2048
+
+/// Prefetches the cache line `ahead` bytes past p in each of R rows (row stride in bytes).
+template <int R>
+inline void prefetch_rows(const void* p, index_t row_bytes, index_t ahead) {
+  const char* c = static_cast<const char*>(p) + ahead;
+  for (int r = 0; r < R; ++r) _mm_prefetch(c + r * row_bytes, _MM_HINT_T0);
+}
+
 /// y rows [0, MM) of columns [n0, n0 + R): R rows of w against MM rows of x, 16 k at a time.
 template <int R, int MM>
 QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, const float* w, index_t ldw, index_t K,
@@ -155,6 +165,7 @@ QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, co
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
   index_t k = 0;
   for (; k + 16 <= K; k += 16) {
+    if (k * 4 + gemv_prefetch_bytes < K * 4) prefetch_rows<R>(w + k, ldw * 4, gemv_prefetch_bytes);
     __m512 xv[MM];
     for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_ps(x + m * ldx + k);
     for (int r = 0; r < R; ++r) {
@@ -249,6 +260,7 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_block_bf16(const std::uint16_t* x, i
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
   index_t k = 0;
   for (; k + 32 <= K; k += 32) {
+    if (k * 2 + gemv_prefetch_bytes < K * 2) prefetch_rows<R>(w + k, ldw * 2, gemv_prefetch_bytes);
     __m512bh xv[MM];
     for (int m = 0; m < MM; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(x + m * ldx + k);
     for (int r = 0; r < R; ++r) {

@@ -114,6 +114,7 @@ QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, in
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_si512();
   for (index_t k = 0; k < stride; k += 64) {
+    if (k + gemv_prefetch_bytes < stride) prefetch_rows<R>(w + k, ldw, gemv_prefetch_bytes);
     __m512i xv[MM];
     for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_si512(x + m * ldx + k);
     for (int r = 0; r < R; ++r) {
