@@ -24,7 +24,7 @@
 #include <vector>
 
 #ifdef QFORMER_HAVE_AVX512_KERNELS
-#define QFORMER_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512vnni,avx512bf16")))
+#define QFORMER_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512vnni")))
 #endif
 
 namespace qformer {
