@@ -129,24 +129,6 @@ struct backend<cpu> {
 #endif
   }
 
-  /// A bf16 / fp16 row to float and back (AVX-512 for bf16 where the CPU has it).
-  template <class T>
-  static void widen_row(const T* x, index_t n, float* y) {
-#ifdef QFORMER_HAVE_AVX512_KERNELS
-    if constexpr (std::is_same_v<T, bf16>)
-      if (cpu_detail::use_avx512_rows()) return cpu_detail::avx512::widen_bf16_row(x, n, y);
-#endif
-    for (index_t c = 0; c < n; ++c) y[c] = to_float(x[c]);
-  }
-  template <class T>
-  static void narrow_row(const float* x, index_t n, T* y) {
-#ifdef QFORMER_HAVE_AVX512_KERNELS
-    if constexpr (std::is_same_v<T, bf16>)
-      if (cpu_detail::use_avx512_rows()) return cpu_detail::avx512::narrow_bf16_row(x, n, y);
-#endif
-    for (index_t c = 0; c < n; ++c) y[c] = from_float<T>(x[c]);
-  }
-
   /// y = row_fn(a, b) by rows; bf16 / fp16 rows widened to float one row at a time in per-thread scratch.
   template <class T, class RowFn>
   static void binary(context<cpu>& ctx, view<const T> a, view<const T> b, view<T> y, RowFn row_fn) {
@@ -161,10 +143,10 @@ struct backend<cpu> {
         float* af = scratch.row(slot);
         float* bf = af + n;
         float* yf = bf + n;
-        widen_row(a.row(r), n, af);
-        widen_row(b.row(r), n, bf);
+        cpu_detail::widen_row(a.row(r), n, af);
+        cpu_detail::widen_row(b.row(r), n, bf);
         row_fn(af, bf, n, yf);
-        narrow_row(yf, n, y.row(r));
+        cpu_detail::narrow_row(yf, n, y.row(r));
       });
     }
   }
@@ -182,9 +164,9 @@ struct backend<cpu> {
       parallel_rows(x.rows(), threads, [&](index_t r, index_t slot) {
         float* xf = scratch.row(slot);
         float* yf = xf + n;
-        widen_row(x.row(r), n, xf);
+        cpu_detail::widen_row(x.row(r), n, xf);
         row_fn(xf, n, yf);
-        narrow_row(yf, n, y.row(r));
+        cpu_detail::narrow_row(yf, n, y.row(r));
       });
     }
   }

@@ -46,6 +46,24 @@ QFORMER_TARGET_AMX inline void configure_tiles() {
 /// How many 32-element steps ahead the tile prefetches its weight rows.
 inline constexpr index_t prefetch_distance = 8;
 
+/// One 32-deep step of the 32 x NV*16 tile: A tiles from the two halves of the weight rows (a_stride bytes apart),
+/// B tiles from the panel's 16 pair rows, accumulated into tmm0-3.
+template <int NV>
+QFORMER_TARGET_AMX inline __attribute__((always_inline)) void step(const void* w_top, const void* w_bottom,
+                                                                   std::size_t w_stride, const std::uint32_t* panel) {
+  constexpr std::size_t x_stride = NV * 16 * 4;
+  _tile_loadd(4, w_top, w_stride);
+  _tile_loadd(6, panel, x_stride);
+  _tile_loadd(5, w_bottom, w_stride);
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_dpbf16ps(2, 5, 6);
+  if constexpr (NV == 2) {
+    _tile_loadd(7, panel + 16, x_stride);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+}
+
 /// out (32, NV * 16) = 32 rows of w (ldw) · the panel of x (pairs, NV * 16 wide, `units` pair rows, zero past
 /// ceil(kc / 2)) over depth kc.
 template <int NV>
@@ -59,34 +77,14 @@ QFORMER_TARGET_AMX void tile(const std::uint16_t* w, index_t ldw, const std::uin
   _tile_zero(3);
   const index_t whole = kc / 32;
   for (index_t kb = 0; kb < whole; ++kb) {
-    const std::uint32_t* panel = xp + kb * 16 * width;
     if (kb + prefetch_distance < whole)  // 32 weight rows are 32 streams: too many for the hardware prefetcher
       for (int i = 0; i < 32; ++i) _mm_prefetch(reinterpret_cast<const char*>(w + i * ldw + (kb + prefetch_distance) * 32), _MM_HINT_T0);
-    _tile_loadd(4, w + kb * 32, w_stride);
-    _tile_loadd(6, panel, x_stride);
-    _tile_loadd(5, w + 16 * ldw + kb * 32, w_stride);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(2, 5, 6);
-    if constexpr (NV == 2) {
-      _tile_loadd(7, panel + 16, x_stride);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(3, 5, 7);
-    }
+    step<NV>(w + kb * 32, w + 16 * ldw + kb * 32, w_stride, xp + kb * 16 * width);
   }
   if (const index_t left = kc - whole * 32; left > 0) {
     alignas(64) std::uint16_t tail[32][32] = {};
     for (int i = 0; i < 32; ++i) std::memcpy(tail[i], w + i * ldw + whole * 32, static_cast<std::size_t>(left) * 2);
-    const std::uint32_t* panel = xp + whole * 16 * width;
-    _tile_loadd(4, tail[0], 64);
-    _tile_loadd(5, tail[16], 64);
-    _tile_loadd(6, panel, x_stride);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(2, 5, 6);
-    if constexpr (NV == 2) {
-      _tile_loadd(7, panel + 16, x_stride);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(3, 5, 7);
-    }
+    step<NV>(tail[0], tail[16], 64, xp + whole * 16 * width);
   }
   _tile_stored(0, out, x_stride);
   _tile_stored(2, out + 16 * width, x_stride);
