@@ -18,6 +18,9 @@ ratio table (transformers time / qformer time: above 1 means qformer is faster).
 
 Usage (the venv of tools/requirements.txt; PyPI torch), from the repository root after building:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/compare_transformers.py --threads 2 --out bench/compare.json
+On a GPU (a build with -DQFORMER_CUDA=ON; bench/gpu.sh does this): --device cuda runs `qformer bench --device
+cuda` and transformers' model on the same card, each timed run ended by a synchronisation. qformer's vision and
+qformer stages are also reported as a replayed CUDA graph (rows "vision_graph", "qformer_graph").
 """
 
 from __future__ import annotations
@@ -35,17 +38,22 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+SYNCHRONIZE = lambda: None  # torch.cuda.synchronize on a GPU
+
+
 def timed(repeats: int, run) -> list[float]:
     run()
+    SYNCHRONIZE()
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         run()
+        SYNCHRONIZE()
         out.append(time.perf_counter() - t0)
     return out
 
 
-def build_model(dtype):
+def build_model(dtype, device="cpu"):
     import torch
     from transformers import Blip2Config, Blip2ForConditionalGeneration
     from transformers.initialization import no_init_weights
@@ -57,11 +65,11 @@ def build_model(dtype):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with no_init_weights():
+        with no_init_weights(), torch.device(device):
             model = Blip2ForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(previous)
-    generator = torch.Generator().manual_seed(7)
+    generator = torch.Generator(device=device).manual_seed(7)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name.lower() and name.endswith("weight"):
@@ -74,12 +82,13 @@ def build_model(dtype):
     return model.eval(), config
 
 
-def bench_transformers(dtype_name: str, batches: list[int], stages: list[str], repeats: int, new_tokens: int) -> list[dict]:
+def bench_transformers(dtype_name: str, batches: list[int], stages: list[str], repeats: int, new_tokens: int,
+                       device: str = "cpu") -> list[dict]:
     import torch
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16}[dtype_name]
     lm_dtype = torch.float32 if dtype_name == "int8" else dtype
     t0 = time.perf_counter()
-    model, config = build_model(dtype)
+    model, config = build_model(dtype, device)
     if dtype_name == "int8":
         # bf16 vision as qformer's int8 runs; torch's dynamic int8 Linear takes fp32 activations, so the projection
         # and the language model go to fp32 around it (built in bf16 first: fp32 + the int8 copy would not fit 24 GB)
@@ -96,7 +105,7 @@ def bench_transformers(dtype_name: str, batches: list[int], stages: list[str], r
         for batch in batches:
             n = batch * 3 * 224 * 224
             pixels = ((torch.arange(n, dtype=torch.int64) * 7919) % 255).float().div(127.5).sub(1.0).reshape(batch, 3, 224, 224)
-            pixels = pixels.to(dtype)
+            pixels = pixels.to(dtype).to(device)
 
             def add(stage, seconds):
                 results.append({"stage": stage, "dtype": dtype_name, "batch": batch, "seconds": seconds,
@@ -107,14 +116,14 @@ def bench_transformers(dtype_name: str, batches: list[int], stages: list[str], r
             if "vision" in stages:
                 add("vision", timed(repeats, lambda: model.vision_model(pixel_values=pixels)))
             if "qformer" in stages:
-                image = ((torch.arange(batch * 257 * 1408) * 7919) % 255).float().div(127.5).sub(1.0).reshape(batch, 257, 1408)
+                image = ((torch.arange(batch * 257 * 1408) * 7919) % 255).float().div(127.5).sub(1.0).reshape(batch, 257, 1408).to(device)
                 queries = model.query_tokens.expand(batch, -1, -1)
                 add("qformer", timed(repeats, lambda: model.qformer(query_embeds=queries, encoder_hidden_states=image)))
             if "decode" in stages:
                 lm = model.language_model
-                embeds = ((torch.arange(batch * 40 * 2560) * 7919) % 255).float().div(2550.0).sub(0.05).reshape(batch, 40, 2560).to(lm_dtype)
+                embeds = ((torch.arange(batch * 40 * 2560) * 7919) % 255).float().div(2550.0).sub(0.05).reshape(batch, 40, 2560).to(lm_dtype).to(device)
                 past = lm(inputs_embeds=embeds, use_cache=True).past_key_values
-                token = torch.full((batch, 1), 2, dtype=torch.long)
+                token = torch.full((batch, 1), 2, dtype=torch.long, device=device)
                 add("decode", timed(repeats, lambda: lm(input_ids=token, past_key_values=past, use_cache=True)))
             if "caption" in stages:
                 def caption():  # input_ids None: generate builds 32 <image> placeholders + BOS per row
@@ -137,42 +146,54 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=30)
     parser.add_argument("--out", type=Path, help="write both runs and the ratios as JSON here")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     dtypes, stages = args.dtypes.split(","), args.stages.split(",")
     batches = [int(b) for b in args.batches.split(",")]
 
     command = [str(args.qformer), "bench", "--json", "--threads", str(args.threads), "--dtypes", args.dtypes,
                "--batches", args.batches, "--stages", args.stages, "--repeats", str(args.repeats),
-               "--new-tokens", str(args.new_tokens)]
+               "--new-tokens", str(args.new_tokens), "--device", args.device]
     print("qformer:", " ".join(command), file=sys.stderr, flush=True)
     ours = json.loads(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout)
 
     import torch
     import transformers
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
+    global SYNCHRONIZE
+    if args.device == "cuda":
+        SYNCHRONIZE = torch.cuda.synchronize
+    else:
+        torch.set_num_threads(args.threads)
+        torch.set_num_interop_threads(1)
     theirs = []
     for d in dtypes:
-        theirs += bench_transformers(d, batches, stages, args.repeats, args.new_tokens)
+        theirs += bench_transformers(d, batches, stages, args.repeats, args.new_tokens, args.device)
 
     key = lambda r: (r["stage"], r["dtype"], r["batch"])
     by_key = {key(r): r for r in ours["results"]}
     rows = []
-    print(f"\nmachine: {ours['machine']['cpu']}, {args.threads} threads; torch {torch.__version__}, transformers "
-          f"{transformers.__version__}; peaks in the same run: fp32 FMA {ours['machine']['fp32_fma_gflops']:.0f} GFLOP/s, "
-          f"bf16 {ours['machine']['bf16_dot_gflops']:.0f} GFLOP/s, read {ours['machine']['read_gbps']:.1f} GB/s\n")
+    if args.device == "cuda":
+        print(f"\nmachine: {ours['machine']['gpu']} (torch sees {torch.cuda.get_device_name(0)}); torch {torch.__version__}, "
+              f"transformers {transformers.__version__}\n")
+    else:
+        print(f"\nmachine: {ours['machine']['cpu']}, {args.threads} threads; torch {torch.__version__}, transformers "
+              f"{transformers.__version__}; peaks in the same run: fp32 FMA {ours['machine']['fp32_fma_gflops']:.0f} GFLOP/s, "
+              f"bf16 {ours['machine']['bf16_dot_gflops']:.0f} GFLOP/s, read {ours['machine']['read_gbps']:.1f} GB/s\n")
     print("| stage | dtype | batch | transformers min / median ms | qformer min / median ms | speed-up (min) | qformer rate |")
     print("|---|---|---|---|---|---|---|")
     for t in theirs:
-        q = by_key.get(key(t))
-        if not q:
-            continue
-        ratio = t["min_ms"] / q["min_ms"]
-        rate = f"{q['rate']:.1f} {q['rate_unit']} ({100 * q['fraction_of_peak']:.0f} % of peak)" if q["rate_unit"] else ""
-        rows.append({"stage": t["stage"], "dtype": t["dtype"], "batch": t["batch"], "transformers": t, "qformer": q,
-                     "speedup": ratio})
-        print(f"| {t['stage']} | {t['dtype']} | {t['batch']} | {t['min_ms']:.1f} / {t['median_ms']:.1f} | "
-              f"{q['min_ms']:.1f} / {q['median_ms']:.1f} | {ratio:.2f}x | {rate} |")
+        for variant in ("", "_graph"):  # the GPU run also times vision and qformer as replayed graphs
+            q = by_key.get((t["stage"] + variant, t["dtype"], t["batch"]))
+            if not q:
+                continue
+            ratio = t["min_ms"] / q["min_ms"]
+            rate = f"{q['rate']:.1f} {q['rate_unit']}" if q["rate_unit"] else ""
+            if q["rate_unit"] and q["fraction_of_peak"] > 0:
+                rate += f" ({100 * q['fraction_of_peak']:.0f} % of peak)"
+            rows.append({"stage": t["stage"] + variant, "dtype": t["dtype"], "batch": t["batch"], "transformers": t, "qformer": q,
+                         "speedup": ratio})
+            print(f"| {t['stage'] + variant} | {t['dtype']} | {t['batch']} | {t['min_ms']:.3f} / {t['median_ms']:.3f} | "
+                  f"{q['min_ms']:.3f} / {q['median_ms']:.3f} | {ratio:.2f}x | {rate} |")
     if args.out:
         args.out.write_text(json.dumps({"machine": ours["machine"], "threads": args.threads, "torch": torch.__version__,
                                         "transformers": transformers.__version__, "rows": rows}, indent=1) + "\n")

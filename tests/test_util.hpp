@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdio>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -20,7 +21,12 @@
 
 namespace test {
 
-inline std::string data_dir() { return QFORMER_TEST_DATA; }
+/// The fixtures' folder: QFORMER_TEST_DATA from the environment (a test binary run in another checkout, as on the
+/// GPU machine), else the source tree's tests/data the build recorded.
+inline std::string data_dir() {
+  const char* from_environment = std::getenv("QFORMER_TEST_DATA");
+  return from_environment && *from_environment ? from_environment : QFORMER_TEST_DATA;
+}
 inline std::string fixture(const std::string& name) { return data_dir() + "/" + name; }
 
 /// A fresh, empty folder under the system temp dir, removed at scope exit.

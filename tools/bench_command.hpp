@@ -7,6 +7,8 @@
 // Each prints min / median ms over --repeats timed runs (after one untimed run that also checks the output is
 // finite), GFLOP/s or GB/s, and the fraction of this machine's peak measured in the same run (peak_probe.hpp).
 
+#include "bench_results.hpp"
+
 #include <qformer/backends/cpu/peak_probe.hpp>
 #include <qformer/models/presets.hpp>
 #include <qformer/qformer.hpp>
@@ -24,32 +26,6 @@
 #include <vector>
 
 namespace bench_command {
-
-struct settings {
-  std::vector<std::string> stages{"vision", "qformer", "decode", "caption"};
-  std::vector<qformer::index_t> batches{1, 8};
-  std::vector<std::string> dtypes{"f32", "bf16"};
-  int repeats = 3;
-  int threads = 1;
-  qformer::index_t new_tokens = 30;
-  bool json = false;
-};
-
-struct result {
-  std::string stage, dtype;
-  qformer::index_t batch = 0;
-  std::vector<double> seconds;
-  double work = 0;           // FLOPs (vision, qformer) or bytes of weights read (decode); 0 for caption
-  std::string work_unit;     // "GFLOP/s", "GB/s" or ""
-  double peak = 0;           // the probe's figure in the same unit, 0 if none
-  double min() const { return *std::min_element(seconds.begin(), seconds.end()); }
-  double median() const {
-    std::vector<double> s = seconds;
-    std::sort(s.begin(), s.end());
-    return s.size() % 2 ? s[s.size() / 2] : 0.5 * (s[s.size() / 2 - 1] + s[s.size() / 2]);
-  }
-  double rate() const { return work > 0 ? work / min() * 1e-9 : 0; }
-};
 
 inline std::string cpu_model() {
   std::ifstream in("/proc/cpuinfo");
@@ -187,7 +163,39 @@ void run_dtype(const settings& s, const std::string& dtype_name, const qformer::
   }
 }
 
+/// The GPU run's table or JSON (no CPU probes: the rates are absolute).
+inline int run_on_gpu(const settings& s) {
+#if defined(QFORMER_WITH_CUDA)
+  std::string gpu;
+  const std::vector<result> results = run_cuda(s, gpu);
+  if (s.json) {
+    nlohmann::json j;
+    j["machine"] = {{"gpu", gpu}, {"device", "cuda"}};
+    j["model"] = "blip2-opt-2.7b shapes, random weights";
+    j["results"] = nlohmann::json::array();
+    for (const result& r : results)
+      j["results"].push_back({{"stage", r.stage}, {"dtype", r.dtype}, {"batch", r.batch}, {"seconds", r.seconds},
+                              {"min_ms", r.min() * 1e3}, {"median_ms", r.median() * 1e3}, {"rate", r.rate()},
+                              {"rate_unit", r.work_unit}, {"fraction_of_peak", 0.0}});
+    std::printf("%s\n", j.dump(1).c_str());
+    return 0;
+  }
+  std::printf("%s\n%-14s %-5s %5s %11s %11s %14s\n", gpu.c_str(), "stage", "dtype", "batch", "min ms", "median ms", "rate");
+  for (const result& r : results) {
+    char rate[32] = "";
+    if (r.work > 0) std::snprintf(rate, sizeof rate, "%.1f %s", r.rate(), r.work_unit.c_str());
+    std::printf("%-14s %-5s %5lld %11.3f %11.3f %14s\n", r.stage.c_str(), r.dtype.c_str(), (long long)r.batch, r.min() * 1e3,
+                r.median() * 1e3, rate);
+  }
+  return 0;
+#else
+  (void)s;
+  throw qformer::invalid_argument("--device cuda: this qformer was built without the CUDA backend (configure with -DQFORMER_CUDA=ON)");
+#endif
+}
+
 inline int run(const settings& s) {
+  if (s.device == "cuda") return run_on_gpu(s);
   qformer::require_compiled_cpu_features();
   const qformer::probe::machine_peaks peaks = qformer::probe::measure(s.threads);
   std::fprintf(stderr, "bench: %s, %d threads: fp32 FMA %.0f GFLOP/s, bf16 dot %.0f GFLOP/s, AMX bf16 %.0f GFLOP/s, read %.1f GB/s\n",

@@ -43,10 +43,12 @@ usage:
   qformer tokenize --tokenizer FILE_OR_DIR --text TEXT
       Prints the token ids of TEXT as one JSON array (special tokens added as the tokenizer's post-processor does).
   qformer bench [--stages vision,qformer,decode,caption] [--batches 1,8] [--dtypes f32,bf16,int8] [--repeats N]
-                [--threads N] [--new-tokens N] [--json]
+                [--threads N] [--new-tokens N] [--device cpu|cuda] [--json]
       Times BLIP-2 at full size (blip2-opt-2.7b shapes, random weights made in process; fp32 needs ~16 GB of
       memory, bf16 ~8 GB): min / median ms, GFLOP/s or GB/s and the fraction of this machine's peak, measured
       in the same run by FMA, bf16 and memory-read probes. --json prints one JSON document for scripts.
+      --device cuda (builds with -DQFORMER_CUDA=ON): the same stages on the first GPU (f32 or bf16; vision and
+      qformer also as a replayed CUDA graph).
   qformer inspect --model DIR|FILE.safetensors
       Config summary, tensor count, bytes and dtypes of a Hub-style BLIP-2 folder; for one .safetensors file,
       its tensors (name, dtype, shape).
@@ -567,6 +569,10 @@ int bench(const std::map<std::string, std::string>& opts) {
   s.threads = static_cast<int>(integer_option(opts, "threads", Eigen::nbThreads(), 1, 1024));
   s.new_tokens = integer_option(opts, "new-tokens", 30, 1, 1000);
   s.json = opts.count("json") != 0;
+  if (opts.count("device")) {
+    s.device = opts.at("device");
+    if (s.device != "cpu" && s.device != "cuda") throw usage_error("--device: '" + s.device + "' is neither cpu nor cuda");
+  }
   Eigen::setNbThreads(s.threads);
 #if defined(_OPENMP)
   omp_set_num_threads(s.threads);
@@ -631,7 +637,7 @@ int main(int argc, char** argv) {
     if (cmd == "tokenize") return tokenize(parse_options(argc, argv, 2, {"tokenizer", "text"}));
     if (cmd == "inspect") return inspect(parse_options(argc, argv, 2, {"model"}));
     if (cmd == "bench")
-      return bench(parse_options(argc, argv, 2, {"stages", "batches", "dtypes", "repeats", "threads", "new-tokens"}, {"json"}));
+      return bench(parse_options(argc, argv, 2, {"stages", "batches", "dtypes", "repeats", "threads", "new-tokens", "device"}, {"json"}));
     if (cmd == "dump") return dump(parse_options(argc, argv, 2, {"model", "inputs", "out", "new-tokens", "dtype"}));
     throw usage_error("unknown command '" + cmd + "' (try qformer --help)");
   } catch (const usage_error& e) {

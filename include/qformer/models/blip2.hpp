@@ -30,6 +30,27 @@ struct image_features {
   view<T, D> language_projection;        // (B, Q, C_text): the soft visual prompt (empty for retrieval models)
 };
 
+/// A decoding session on device D seen from the host: `step` returns the logits copied into the host context's
+/// arena, so the decoding strategies, which read logits on the CPU, drive a model that runs elsewhere.
+template <class Session, class D>
+class host_logits_session {
+ public:
+  host_logits_session(context<D>& device_ctx, Session& session) : ctx_(&device_ctx), session_(&session) {}
+  index_t batch() const { return session_->batch(); }
+  view<float> step(context<cpu>& host, std::span<const std::int64_t> tokens) {
+    typename context<D>::scope scope(*ctx_);
+    view<float, D> logits = session_->step(*ctx_, tokens);
+    view<float> out = host.alloc<float>(logits.shape());
+    ops::download<float, D>(*ctx_, logits, out);
+    return out;
+  }
+  void select(context<cpu>&, std::span<const index_t> rows) { session_->select(*ctx_, rows); }
+
+ private:
+  context<D>* ctx_;
+  Session* session_;
+};
+
 template <class T, class D = cpu>
 class Blip2 {
  public:
@@ -151,7 +172,7 @@ class Blip2 {
       const std::int64_t start_id = t5_->config().decoder_start_token_id;
       const std::vector<std::int64_t> start(static_cast<std::size_t>(B), start_id);
       view<float, D> first = session.step(ctx, start);
-      return qformer::generate(ctx, session, first, std::vector<std::vector<std::int64_t>>(static_cast<std::size_t>(B), {start_id}), options);
+      return search(ctx, session, first, std::vector<std::vector<std::int64_t>>(static_cast<std::size_t>(B), {start_id}), options);
     }
     OPTSession<T, D> session(opt_model(), B, embeds.dim(1) + options.max_new_tokens);
     view<float, D> first = session.last_logits(ctx, session.prefill(ctx, embeds, mask));
@@ -159,7 +180,7 @@ class Blip2 {
     for (index_t b = 0; b < B; ++b)
       for (index_t t = 0; t < prompt.length; ++t)
         if (prompt.mask[b * prompt.length + t]) history[b].push_back(prompt.ids[b * prompt.length + t]);
-    return qformer::generate(ctx, session, first, history, options);
+    return search(ctx, session, first, history, options);
   }
 
   /// pixels (B, C_img, H, W) float, already preprocessed -> every image-path tensor.
@@ -192,6 +213,22 @@ class Blip2 {
       ops::cast<T, float, D>(ctx, image_embeds, image);
       ops::cast<float, T, D>(ctx, qformer_(ctx, image), out);
       return out;
+    }
+  }
+
+  /// The decoding strategies (generate/search.hpp) on a session. They read logits on the host: on a device other
+  /// than the CPU each step's logits are downloaded (host_logits_session), the model stays on the device.
+  template <class Session>
+  static generation_result search(context<D>& ctx, Session& session, view<const float, D> first,
+                                  const std::vector<std::vector<std::int64_t>>& history, const generation_options& options) {
+    if constexpr (std::is_same_v<D, cpu>) {
+      return qformer::generate(ctx, session, first, history, options);
+    } else {
+      context<cpu> host;
+      tensor<float> first_host(first.shape());
+      ops::download<float, D>(ctx, first, first_host.mut());
+      host_logits_session<Session, D> on_host(ctx, session);
+      return qformer::generate(host, on_host, first_host.get(), history, options);
     }
   }
 

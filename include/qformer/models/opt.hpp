@@ -31,8 +31,7 @@ view<float, D> logits_as_float(context<D>& ctx, view<const T, D> logits) {
     return view<float, D>(const_cast<float*>(logits.data()), logits.shape(), logits.row_stride());
   } else {
     view<float, D> f = ctx.template alloc<float>(logits.shape());
-    for (index_t r = 0; r < logits.rows(); ++r)
-      for (index_t c = 0; c < logits.cols(); ++c) f.row(r)[c] = to_float(logits.row(r)[c]);
+    ops::cast<T, float, D>(ctx, logits, f);
     return f;
   }
 }
@@ -111,7 +110,7 @@ class OPTForCausalLM {
 
     // Positions of the new tokens and the causal + padding mask (B, L, total).
     std::vector<std::int64_t> position_rows(static_cast<std::size_t>(B * L));
-    view<float, D> additive = ctx.template alloc<float>({B, L, total});
+    std::vector<float> additive_host(static_cast<std::size_t>(B * L * total));
     for (index_t b = 0; b < B; ++b) {
       const std::int64_t* m = mask.data() + b * total;
       std::int64_t cumsum = 0;
@@ -120,8 +119,10 @@ class OPTForCausalLM {
         if (j >= past) position_rows[static_cast<std::size_t>(b * L + j - past)] = (m[j] != 0 ? cumsum - 1 : -1) + position_offset;
       }
       for (index_t i = 0; i < L; ++i)
-        for (index_t j = 0; j < total; ++j) additive.row(b * L + i)[j] = (j <= past + i && m[j] != 0) ? 0.0f : masked_out;
+        for (index_t j = 0; j < total; ++j)
+          additive_host[static_cast<std::size_t>((b * L + i) * total + j)] = (j <= past + i && m[j] != 0) ? 0.0f : masked_out;
     }
+    const view<float, D> additive = ops::uploaded<float, D>(ctx, additive_host, {B, L, total});
     view<T, D> h = ctx.template alloc<T>(embeds.shape());
     embed_positions_.forward(ctx, position_rows, h.reshape({B * L, cfg_.hidden_size}));
     ops::add<T, D>(ctx, h, embeds, h);

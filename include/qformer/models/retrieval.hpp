@@ -79,20 +79,23 @@ class Blip2ForImageTextRetrieval {
     view<const T, D> q = qformer_.query_tokens().reshape({Q, C});
     for (index_t b = 0; b < B; ++b) ops::copy<T, D>(ctx, q, embeds[b].slice(0, Q));
     if (T_ > 0) write_text_embeddings(ctx, text, embeds, Q);
-    view<float, D> mask = ctx.template alloc<float>({B, 1, L});
+    std::vector<float> mask_host(static_cast<std::size_t>(B * L));
     for (index_t b = 0; b < B; ++b)
-      for (index_t j = 0; j < L; ++j) mask.row(b)[j] = (j < Q || text.mask[b * T_ + j - Q]) ? 0.0f : masked_out;
+      for (index_t j = 0; j < L; ++j) mask_host[static_cast<std::size_t>(b * L + j)] = (j < Q || text.mask[b * T_ + j - Q]) ? 0.0f : masked_out;
+    const view<float, D> mask = ops::uploaded<float, D>(ctx, mask_host, {B, 1, L});
     view<T, D> out = ctx.template alloc<T>({B, L, C});
     qformer_.encode(ctx, embeds, Q, mask, image_embeds, out);
     view<T, D> queries = ctx.template alloc<T>({B, Q, C});
     for (index_t b = 0; b < B; ++b) ops::copy<T, D>(ctx, out[b].slice(0, Q), queries[b]);
-    view<T, D> per_query = itm_head_(ctx, queries);  // (B, Q, 2)
+    const tensor<T> per_query = host_copy<T>(ctx, itm_head_(ctx, queries));  // (B, Q, 2)
+    std::vector<float> mean(static_cast<std::size_t>(B * 2));
     for (index_t b = 0; b < B; ++b)
       for (index_t k = 0; k < 2; ++k) {
         double sum = 0;
-        for (index_t i = 0; i < Q; ++i) sum += to_float(per_query.row(b * Q + i)[k]);
-        logits.row(b)[k] = float(sum / double(Q));
+        for (index_t i = 0; i < Q; ++i) sum += to_float(per_query.data()[(b * Q + i) * 2 + k]);
+        mean[static_cast<std::size_t>(b * 2 + k)] = float(sum / double(Q));
       }
+    ops::upload<float, D>(ctx, mean, logits);
     return logits;
   }
 
@@ -101,7 +104,7 @@ class Blip2ForImageTextRetrieval {
     view<T, D> features = ctx.template alloc<T>({image_embeds.dim(0), cfg_.num_query_tokens, cfg_.image_text_hidden_size});
     typename context<D>::scope scope(ctx);
     vision_projection_.forward(ctx, qformer_(ctx, image_embeds), features);
-    normalize_rows(features);
+    normalize_rows(ctx, features);
     return features;
   }
 
@@ -114,14 +117,15 @@ class Blip2ForImageTextRetrieval {
     typename context<D>::scope scope(ctx);
     view<T, D> embeds = ctx.template alloc<T>({B, L, C});
     write_text_embeddings(ctx, text, embeds, 0);
-    view<float, D> mask = ctx.template alloc<float>({B, 1, L});
-    for (index_t i = 0; i < B * L; ++i) mask.data()[i] = text.mask[static_cast<std::size_t>(i)] ? 0.0f : masked_out;
+    std::vector<float> mask_host(static_cast<std::size_t>(B * L));
+    for (index_t i = 0; i < B * L; ++i) mask_host[static_cast<std::size_t>(i)] = text.mask[static_cast<std::size_t>(i)] ? 0.0f : masked_out;
+    const view<float, D> mask = ops::uploaded<float, D>(ctx, mask_host, {B, 1, L});
     view<T, D> out = ctx.template alloc<T>({B, L, C});
     qformer_.encode(ctx, embeds, 0, mask, {}, out);
     view<T, D> cls = ctx.template alloc<T>({B, C});
     for (index_t b = 0; b < B; ++b) ops::copy<T, D>(ctx, out[b].slice(0, 1), cls.slice(b, 1));
     text_projection_.forward(ctx, cls, features);
-    normalize_rows(features);
+    normalize_rows(ctx, features);
     return features;
   }
 
@@ -132,12 +136,13 @@ class Blip2ForImageTextRetrieval {
     typename context<D>::scope scope(ctx);
     view<T, D> scores = ctx.template alloc<T>({Bi * Q, Bt});
     ops::linear<T, D>(ctx, image_feats.reshape({Bi * Q, image_feats.dim(2)}), text_feats, {}, scores);
+    const tensor<T> host_scores = host_copy<T>(ctx, scores);
+    std::vector<float> best(static_cast<std::size_t>(Bi * Bt), -INFINITY);
     for (index_t i = 0; i < Bi; ++i)
-      for (index_t t = 0; t < Bt; ++t) {
-        float best = -INFINITY;
-        for (index_t q = 0; q < Q; ++q) best = std::max(best, to_float(scores.row(i * Q + q)[t]));
-        logits.row(i)[t] = best;
-      }
+      for (index_t t = 0; t < Bt; ++t)
+        for (index_t q = 0; q < Q; ++q)
+          best[static_cast<std::size_t>(i * Bt + t)] = std::max(best[static_cast<std::size_t>(i * Bt + t)], to_float(host_scores.data()[(i * Q + q) * Bt + t]));
+    ops::upload<float, D>(ctx, best, logits);
     return logits;
   }
 
@@ -163,14 +168,26 @@ class Blip2ForImageTextRetrieval {
     }
   }
 
-  /// x / max(||x||, 1e-12) per row (torch.nn.functional.normalize).
-  static void normalize_rows(view<T, D> x) {
+  /// A contiguous host copy of x (the heads' reductions over a few rows run on the host on every device).
+  template <class U>
+  static tensor<U> host_copy(context<D>& ctx, view<const U, D> x) {
+    tensor<U> h(x.shape());
+    ops::download<U, D>(ctx, x, h.mut());
+    return h;
+  }
+
+  /// x / max(||x||, 1e-12) per row (torch.nn.functional.normalize); x contiguous.
+  static void normalize_rows(context<D>& ctx, view<T, D> x) {
+    tensor<T> h = host_copy<T>(ctx, x);
+    const index_t C = x.cols();
     for (index_t r = 0; r < x.rows(); ++r) {
+      T* row = h.data() + r * C;
       double ss = 0;
-      for (index_t c = 0; c < x.cols(); ++c) ss += double(to_float(x.row(r)[c])) * to_float(x.row(r)[c]);
+      for (index_t c = 0; c < C; ++c) ss += double(to_float(row[c])) * to_float(row[c]);
       const float inv = 1.0f / std::max(float(std::sqrt(ss)), 1e-12f);
-      for (index_t c = 0; c < x.cols(); ++c) x.row(r)[c] = from_float<T>(to_float(x.row(r)[c]) * inv);
+      for (index_t c = 0; c < C; ++c) row[c] = from_float<T>(to_float(row[c]) * inv);
     }
+    ops::upload<T, D>(ctx, std::span<const T>(h.data(), static_cast<std::size_t>(h.numel())), x);
   }
 
   Blip2Config cfg_;

@@ -86,15 +86,16 @@ class T5ForConditionalGeneration {
     if (static_cast<index_t>(mask.size()) != B * L) throw shape_error("T5 encoder: mask does not match the embeddings " + embeds.shape().str());
     view<T, D> out = ctx.template alloc<T>(embeds.shape());
     typename context<D>::scope scope(ctx);
-    view<float, D> bias = ctx.template alloc<float>({B, H, L, L});
+    std::vector<float> bias_host(static_cast<std::size_t>(B * H * L * L));
     const std::vector<index_t> bucket = buckets(-(L - 1), true);  // relative position key - query, from -(L-1)
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h)
         for (index_t i = 0; i < L; ++i) {
-          float* row = bias.row((b * H + h) * L + i);
+          float* row = bias_host.data() + ((b * H + h) * L + i) * L;
           for (index_t j = 0; j < L; ++j)
             row[j] = relative_bias(encoder_bias_, bucket[j - i + L - 1], h) + (mask[b * L + j] ? 0.0f : masked_out);
         }
+    const view<float, D> bias = ops::uploaded<float, D>(ctx, bias_host, {B, H, L, L});
     view<T, D> h = ctx.template alloc<T>(embeds.shape()), spare = ctx.template alloc<T>(embeds.shape());
     ops::copy<T, D>(ctx, embeds, h);
     for (const auto& block : encoder_) {
@@ -112,14 +113,15 @@ class T5ForConditionalGeneration {
                         KVCache<T, D>& cross_cache, view<const float, D> cross_mask) const {
     const index_t B = self_cache.batch(), past = self_cache.length(), total = past + L, H = cfg_.num_heads;
     view<T, D> x = shared_(ctx, ids).reshape({B, L, cfg_.d_model});
-    view<float, D> bias = ctx.template alloc<float>({1, H, L, total});
+    std::vector<float> bias_host(static_cast<std::size_t>(H * L * total));
     const std::vector<index_t> bucket = buckets(-(total - 1), false);  // key - query, from -(total-1); > 0 is masked
     for (index_t h = 0; h < H; ++h)
       for (index_t i = 0; i < L; ++i) {
-        float* row = bias.row(h * L + i);
+        float* row = bias_host.data() + (h * L + i) * total;
         for (index_t j = 0; j < total; ++j)
           row[j] = j <= past + i ? relative_bias(decoder_bias_, bucket[j - (past + i) + total - 1], h) : masked_out;
       }
+    const view<float, D> bias = ops::uploaded<float, D>(ctx, bias_host, {1, H, L, total});
     view<T, D> spare = ctx.template alloc<T>(x.shape());
     for (std::size_t l = 0; l < decoder_.size(); ++l) {
       const index_t li = static_cast<index_t>(l);
@@ -187,8 +189,9 @@ class T5Session {
   /// One token per row -> logits (B, V).
   view<float, D> step(context<D>& ctx, std::span<const std::int64_t> tokens) {
     if (static_cast<index_t>(tokens.size()) != B_) throw shape_error("T5Session::step: one token per row expected");
-    view<float, D> cross_mask = ctx.template alloc<float>({B_, 1, Le_});
-    for (index_t i = 0; i < B_ * Le_; ++i) cross_mask.data()[i] = mask_[static_cast<std::size_t>(i)] ? 0.0f : masked_out;
+    std::vector<float> cross_mask_host(static_cast<std::size_t>(B_ * Le_));
+    for (index_t i = 0; i < B_ * Le_; ++i) cross_mask_host[static_cast<std::size_t>(i)] = mask_[static_cast<std::size_t>(i)] ? 0.0f : masked_out;
+    const view<float, D> cross_mask = ops::uploaded<float, D>(ctx, cross_mask_host, {B_, 1, Le_});
     return lm_->decode(ctx, tokens, 1, self_, cross_, cross_mask);
   }
 

@@ -119,6 +119,30 @@ void copy(context<D>& ctx, in<T, D> src, view<T, D> dst) {
   backend<D>::template copy<T>(ctx, src, dst);
 }
 
+/// dst (contiguous, on device D) = values from host memory (masks, positions built on the host). The host
+/// memory may be reused as soon as this returns.
+template <class T, class D>
+void upload(context<D>& ctx, std::span<const T> host, view<T, D> dst) {
+  if (!dst.contiguous() || static_cast<index_t>(host.size()) != dst.numel())
+    detail::fail("upload", std::to_string(host.size()) + " host values into " + dst.shape().str());
+  backend<D>::template upload<T>(ctx, host, dst);
+}
+
+/// host (on the CPU) = src (on device D), same rows and columns; returns once the values are on the host.
+template <class T, class D>
+void download(context<D>& ctx, in<T, D> src, view<T, cpu> host) {
+  detail::same_matrix("download", src.shape(), host.shape());
+  backend<D>::template download<T>(ctx, src, host);
+}
+
+/// A new arena tensor of shape s on device D holding host values (masks and biases built on the host).
+template <class T, class D>
+view<T, D> uploaded(context<D>& ctx, std::span<const T> host, const shape& s) {
+  view<T, D> dst = ctx.template alloc<T>(s);
+  upload<T, D>(ctx, host, dst);
+  return dst;
+}
+
 /// Row gather: out (N, C) row n = table row ids[n] (nn.Embedding). ids live on the host; an id outside
 /// [0, rows) is an invalid_argument naming it.
 template <class T, class D>

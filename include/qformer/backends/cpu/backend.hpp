@@ -85,6 +85,16 @@ struct backend<cpu> {
   }
 
   template <class T>
+  static void upload(context<cpu>&, std::span<const T> host, view<T> dst) {
+    std::copy(host.begin(), host.end(), dst.data());
+  }
+
+  template <class T>
+  static void download(context<cpu>& ctx, view<const T> src, view<T> host) {
+    copy<T>(ctx, src, host);
+  }
+
+  template <class T>
   static void embedding(context<cpu>&, view<const T> table, std::span<const std::int64_t> ids, view<T> out) {
     for (std::size_t n = 0; n < ids.size(); ++n) std::copy_n(table.row(ids[n]), table.cols(), out.row(static_cast<index_t>(n)));
   }

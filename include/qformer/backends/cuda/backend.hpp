@@ -1,14 +1,22 @@
 #pragma once
 /// \file
-/// backend<cuda>: the CUDA implementation of the ops. So far: linear through cuBLASLt (bf16 / fp16 / fp32
-/// inputs, fp32 accumulation, bias fused as the matmul epilogue). Only C headers of the toolkit are included,
-/// so this file compiles under g++; kernels of our own will live in kernels/*.cuh, compiled by nvcc.
+/// backend<cuda>: the CUDA implementation of every op in ops/ops.hpp. linear goes through cuBLASLt (bf16 / fp16
+/// / fp32 inputs, fp32 accumulation, bias fused as the matmul epilogue; the algorithm chosen once per shape and
+/// kept); the other ops are qformer's kernels (launch.hpp declares them, kernels.cuh defines them for nvcc).
+/// Only C headers of the toolkit are included, so this file compiles under g++; a program that runs the
+/// kernels includes <qformer/cuda.hpp> from one .cu file. Every op is asynchronous on the context's stream.
 
 #include "../../core/context.hpp"
+#include "../../ops/ops.hpp"
 #include "device.hpp"
+#include "launch.hpp"
 
 #include <cublasLt.h>
 
+#include <array>
+#include <cstring>
+#include <map>
+#include <span>
 #include <string>
 #include <type_traits>
 
@@ -42,28 +50,57 @@ struct preference_desc {
 };
 }  // namespace cuda_detail
 
-/// The CUDA context's state: one stream, one cuBLASLt handle, one cuBLASLt workspace.
+/// The CUDA context's state: one stream, one cuBLASLt handle, one cuBLASLt workspace, and the matmul algorithm
+/// cuBLASLt's heuristic chose for each GEMM shape seen (so a forward pass asks it once per shape, and a CUDA
+/// graph captured later replays the same algorithms).
 template <>
 struct backend_state<cuda> {
+  /// (data type, N, in, out, stride of W, stride of x, stride of y, bias) of one linear.
+  using gemm_key = std::array<std::int64_t, 8>;
+
   static constexpr std::size_t workspace_bytes = std::size_t{32} << 20;
+
+  static constexpr std::size_t staging_bytes = std::size_t{4} << 20;
 
   backend_state() {
     cuda_detail::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
     cuda_detail::check(cublasLtCreate(&lt), "cublasLtCreate");
     workspace = device_traits<cuda>::allocate(workspace_bytes);
+    cuda_detail::check(cudaMallocHost(&staging, staging_bytes), "cudaMallocHost (upload staging)");
   }
   backend_state(const backend_state&) = delete;
   backend_state& operator=(const backend_state&) = delete;
   ~backend_state() {
+    cudaStreamSynchronize(stream);
+    cudaFreeHost(staging);
     device_traits<cuda>::deallocate(workspace);
     cublasLtDestroy(lt);
     cudaStreamDestroy(stream);
   }
-  void synchronize() const { cuda_detail::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize"); }
+  /// Waits for everything enqueued so far; the upload staging buffer is free again afterwards.
+  void synchronize() {
+    cuda_detail::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    staging_used = 0;
+  }
+
+  /// Pinned host memory for `bytes` of upload (masks, ids: host values copied to the device on the stream
+  /// without waiting for it, which pageable memory would force). Wraps around after a synchronisation; null when
+  /// the request is larger than the buffer (the caller then copies from pageable memory).
+  void* stage(std::size_t bytes) {
+    bytes = (bytes + 255) & ~std::size_t{255};
+    if (bytes > staging_bytes) return nullptr;
+    if (staging_used + bytes > staging_bytes) synchronize();  // earlier uploads may still read the buffer
+    void* p = static_cast<char*>(staging) + staging_used;
+    staging_used += bytes;
+    return p;
+  }
 
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
+  void* staging = nullptr;  // pinned, staging_bytes
+  std::size_t staging_used = 0;
+  std::map<gemm_key, cublasLtMatmulAlgo_t> algorithms;
 };
 
 template <class D>
@@ -101,15 +138,125 @@ struct backend<cuda> {
     check(cublasLtMatmulPreferenceCreate(&pref.d), "cublasLtMatmulPreferenceCreate");
     const std::size_t ws = backend_state<cuda>::workspace_bytes;
     check(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), "set workspace");
-    cublasLtMatmulHeuristicResult_t heuristic{};
-    int found = 0;
-    check(cublasLtMatmulAlgoGetHeuristic(s.lt, op.d, a.d, bl.d, c.d, c.d, pref.d, 1, &heuristic, &found), "cublasLtMatmulAlgoGetHeuristic");
-    if (found == 0) throw error("cuBLAS: no matmul algorithm for a (" + std::to_string(N) + ", " + std::to_string(in) + ") x (" +
-                                std::to_string(in) + ", " + std::to_string(out) + ") linear");
+    const backend_state<cuda>::gemm_key key{std::int64_t(type), std::int64_t(N), std::int64_t(in), std::int64_t(out),
+                                            w.row_stride(), x.row_stride(), y.row_stride(), std::int64_t(!b.empty())};
+    auto known = s.algorithms.find(key);
+    if (known == s.algorithms.end()) {
+      cublasLtMatmulHeuristicResult_t heuristic{};
+      int found = 0;
+      check(cublasLtMatmulAlgoGetHeuristic(s.lt, op.d, a.d, bl.d, c.d, c.d, pref.d, 1, &heuristic, &found), "cublasLtMatmulAlgoGetHeuristic");
+      if (found == 0) throw error("cuBLAS: no matmul algorithm for a (" + std::to_string(N) + ", " + std::to_string(in) + ") x (" +
+                                  std::to_string(in) + ", " + std::to_string(out) + ") linear");
+      known = s.algorithms.emplace(key, heuristic.algo).first;
+    }
     const float alpha = 1.0f, beta = 0.0f;
     check(cublasLtMatmul(s.lt, op.d, &alpha, w.data(), a.d, x.data(), bl.d, &beta, y.data(), c.d, y.data(), c.d,
-                         &heuristic.algo, s.workspace, ws, s.stream),
+                         &known->second, s.workspace, ws, s.stream),
           "cublasLtMatmul");
+  }
+
+  template <class T>
+  static void layer_norm(context<cuda>& ctx, view<const T, cuda> x, view<const T, cuda> w, view<const T, cuda> b, float eps,
+                         view<T, cuda> y) {
+    cuda_kernels::layer_norm<T>(stream(ctx), matrix(x), w.data(), b.data(), eps, matrix(y));
+  }
+  template <class T>
+  static void rms_norm(context<cuda>& ctx, view<const T, cuda> x, view<const T, cuda> w, float eps, view<T, cuda> y) {
+    cuda_kernels::rms_norm<T>(stream(ctx), matrix(x), w.data(), eps, matrix(y));
+  }
+  template <class T>
+  static void gelu_erf(context<cuda>& ctx, view<const T, cuda> x, view<T, cuda> y) {
+    cuda_kernels::unary<T>(stream(ctx), cuda_kernels::unary_op::gelu_erf, 0.0f, matrix(x), matrix(y));
+  }
+  template <class T>
+  static void gelu_tanh(context<cuda>& ctx, view<const T, cuda> x, view<T, cuda> y) {
+    cuda_kernels::unary<T>(stream(ctx), cuda_kernels::unary_op::gelu_tanh, 0.0f, matrix(x), matrix(y));
+  }
+  template <class T>
+  static void relu(context<cuda>& ctx, view<const T, cuda> x, view<T, cuda> y) {
+    cuda_kernels::unary<T>(stream(ctx), cuda_kernels::unary_op::relu, 0.0f, matrix(x), matrix(y));
+  }
+  template <class T>
+  static void scale(context<cuda>& ctx, view<const T, cuda> x, float factor, view<T, cuda> y) {
+    cuda_kernels::unary<T>(stream(ctx), cuda_kernels::unary_op::scale, factor, matrix(x), matrix(y));
+  }
+  template <class T>
+  static void add(context<cuda>& ctx, view<const T, cuda> a, view<const T, cuda> b, view<T, cuda> y) {
+    cuda_kernels::binary<T>(stream(ctx), cuda_kernels::binary_op::add, matrix(a), matrix(b), matrix(y));
+  }
+  template <class T>
+  static void mul(context<cuda>& ctx, view<const T, cuda> a, view<const T, cuda> b, view<T, cuda> y) {
+    cuda_kernels::binary<T>(stream(ctx), cuda_kernels::binary_op::mul, matrix(a), matrix(b), matrix(y));
+  }
+  template <class S, class T>
+  static void cast(context<cuda>& ctx, view<const S, cuda> src, view<T, cuda> dst) {
+    cuda_kernels::cast<S, T>(stream(ctx), matrix(src), matrix(dst));
+  }
+
+  /// A strided 2-D copy on the stream (cudaMemcpy2DAsync).
+  template <class T>
+  static void copy(context<cuda>& ctx, view<const T, cuda> src, view<T, cuda> dst) {
+    if (src.rows() == 0 || src.cols() == 0) return;
+    cuda_detail::check(cudaMemcpy2DAsync(dst.data(), sizeof(T) * dst.row_stride(), src.data(), sizeof(T) * src.row_stride(),
+                                         sizeof(T) * src.cols(), src.rows(), cudaMemcpyDeviceToDevice, stream(ctx)),
+                       "copy");
+  }
+
+  /// dst (contiguous) = host values, copied on the stream through the context's pinned staging buffer, so the
+  /// host does not wait for the GPU. The caller's memory may be reused once this returns.
+  template <class T>
+  static void upload(context<cuda>& ctx, std::span<const T> host, view<T, cuda> dst) {
+    if (host.empty()) return;
+    const void* from = host.data();
+    if (void* pinned = ctx.backend().stage(host.size_bytes())) {
+      std::memcpy(pinned, host.data(), host.size_bytes());
+      from = pinned;
+    }  // else pageable: cudaMemcpyAsync returns once the values have left the caller's buffer
+    cuda_detail::check(cudaMemcpyAsync(dst.data(), from, host.size_bytes(), cudaMemcpyHostToDevice, stream(ctx)), "upload");
+  }
+
+  /// A strided device-to-host copy; waits for the stream (so for every op before it).
+  template <class T>
+  static void download(context<cuda>& ctx, view<const T, cuda> src, view<T, cpu> host) {
+    if (src.rows() == 0 || src.cols() == 0) return;
+    cuda_detail::check(cudaMemcpy2DAsync(host.data(), sizeof(T) * host.row_stride(), src.data(), sizeof(T) * src.row_stride(),
+                                         sizeof(T) * src.cols(), src.rows(), cudaMemcpyDeviceToHost, stream(ctx)),
+                       "download");
+    ctx.backend().synchronize();
+  }
+
+  /// ids (host) are copied into the arena, then rows are gathered on the device.
+  template <class T>
+  static void embedding(context<cuda>& ctx, view<const T, cuda> table, std::span<const std::int64_t> ids, view<T, cuda> out) {
+    typename context<cuda>::scope scope(ctx);
+    view<std::int64_t, cuda> device_ids = ctx.alloc<std::int64_t>({static_cast<index_t>(ids.size())});
+    upload<std::int64_t>(ctx, ids, device_ids);
+    cuda_kernels::embedding<T>(stream(ctx), matrix(table), device_ids.data(), matrix(out));
+  }
+
+  template <class T>
+  static void attention(context<cuda>& ctx, view<const T, cuda> q, view<const T, cuda> k, view<const T, cuda> v,
+                        view<const float, cuda> mask, index_t heads, float scale, view<T, cuda> out) {
+    cuda_kernels::mask_arg m{nullptr, 1, 1, 1};
+    if (!mask.empty()) {
+      const ops::mask_layout layout = ops::mask_layout::of(mask);
+      m = {mask.data(), layout.batch, layout.heads, layout.queries};
+    }
+    cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k), matrix(v), m, q.dim(0), q.dim(1), k.dim(1), heads, scale,
+                               matrix(out));
+  }
+
+  template <class T>
+  static void patchify(context<cuda>& ctx, view<const float, cuda> pixels, index_t patch, view<T, cuda> patches) {
+    cuda_kernels::patchify<T>(stream(ctx), pixels.data(), pixels.dim(0), pixels.dim(1), pixels.dim(2), pixels.dim(3), patch,
+                              matrix(patches));
+  }
+
+ private:
+  static cudaStream_t stream(context<cuda>& ctx) { return ctx.backend().stream; }
+  template <class T>
+  static cuda_kernels::matrix<T> matrix(view<T, cuda> v) {
+    return {v.data(), v.rows(), v.cols(), v.row_stride()};
   }
 };
 

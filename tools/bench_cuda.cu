@@ -1,0 +1,165 @@
+// `qformer bench --device cuda`: the stages of bench_command.hpp on the first GPU, blip2-opt-2.7b shapes with
+// random weights made in process. bf16 (the Q-Former in fp32, as transformers keeps it; --dtypes f32 runs
+// everything in fp32). Each stage: one untimed run, then --repeats timed runs, each ended by a stream
+// synchronisation; vision and qformer are also timed as a replayed CUDA graph (stages "vision_graph",
+// "qformer_graph"), which removes the launch gaps of their few hundred kernels; "qformer_T_graph" is the
+// Q-Former run in the dtype itself (bf16), for comparison only: BLIP-2 keeps it fp32.
+
+#include "bench_results.hpp"
+
+#include <qformer/cuda.hpp>
+#include <qformer/models/presets.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <optional>
+
+namespace bench_command {
+
+namespace {
+
+using namespace qformer;
+
+std::vector<double> time_runs(context<cuda>& ctx, int repeats, const std::function<void()>& run) {
+  run();
+  ctx.backend().synchronize();
+  std::vector<double> out;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    ctx.backend().synchronize();
+    out.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return out;
+}
+
+/// Throws unless every value of a device tensor is finite (the benchmark's output check).
+template <class T>
+void require_finite(context<cuda>& ctx, view<const T, cuda> v, const char* what) {
+  tensor<T> host(v.shape());
+  ops::download<T, cuda>(ctx, v, host.mut());
+  for (index_t i = 0; i < host.numel(); ++i)
+    if (!std::isfinite(to_float(host.data()[i]))) throw error(std::string("bench: ") + what + " gave a non-finite value");
+}
+
+template <class T>
+tensor<T, cuda> pattern(const shape& s, float scale, float offset) {
+  tensor<T> host(s);
+  for (index_t i = 0; i < host.numel(); ++i) host.data()[i] = from_float<T>(float((i * 7919) % 255) * scale + offset);
+  return to_device<T, cuda>(host);
+}
+
+template <class T>
+void run_dtype(const settings& s, const std::string& dtype_name, std::vector<result>& results) {
+  const Blip2Config config = presets::blip2_opt_2_7b();
+  auto want = [&](const char* stage) { return std::find(s.stages.begin(), s.stages.end(), stage) != s.stages.end(); };
+  const auto t0 = std::chrono::steady_clock::now();
+  random_weights weights(7);
+  Blip2<T, cuda> model(config);
+  model.load(weight_scope(weights));
+  std::fprintf(stderr, "bench: blip2-opt-2.7b %s on the GPU, random weights made and copied in %.1f s\n", dtype_name.c_str(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  const double lm_bytes = presets::opt_parameters(config.text.opt) * double(sizeof(T));
+  context<cuda> ctx;
+
+  for (const index_t B : s.batches) {
+    auto add = [&](const char* stage, std::vector<double> seconds, double work, const char* unit) {
+      result r{stage, dtype_name, B, std::move(seconds), work, unit, 0.0};
+      std::fprintf(stderr, "bench: %-14s %-4s batch %lld: min %.3f ms, median %.3f ms\n", stage, dtype_name.c_str(), (long long)B,
+                   r.min() * 1e3, r.median() * 1e3);
+      results.push_back(std::move(r));
+    };
+    const tensor<float, cuda> pixels = pattern<float>({B, 3, config.vision.image_size, config.vision.image_size}, 1.0f / 127.5f, -1.0f);
+    if (want("vision")) {
+      const double flops = presets::vision_flops(config.vision, double(B));
+      auto pass = [&] { return model.vision()(ctx, pixels.get()); };
+      add("vision", time_runs(ctx, s.repeats, [&] {
+            typename context<cuda>::scope scope(ctx);
+            pass();
+          }), flops, "GFLOP/s");
+      typename context<cuda>::scope scope(ctx);
+      view<T, cuda> out;
+      const cuda_graph graph = cuda_graph::capture(ctx, [&] { out = pass(); });
+      add("vision_graph", time_runs(ctx, s.repeats, [&] { graph.replay(ctx); }), flops, "GFLOP/s");
+      require_finite<T>(ctx, out, "vision");
+    }
+    if (want("qformer")) {
+      const double flops = presets::qformer_flops(config.qformer, double(config.num_query_tokens),
+                                                  double(config.vision.num_positions()), double(B));
+      const tensor<float, cuda> image = pattern<float>({B, config.vision.num_positions(), config.vision.hidden_size}, 1.0f / 127.5f, -1.0f);
+      auto pass = [&] { return model.qformer()(ctx, image.get()); };
+      add("qformer", time_runs(ctx, s.repeats, [&] {
+            typename context<cuda>::scope scope(ctx);
+            pass();
+          }), flops, "GFLOP/s");
+      typename context<cuda>::scope scope(ctx);
+      view<float, cuda> out;
+      const cuda_graph graph = cuda_graph::capture(ctx, [&] { out = pass(); });
+      add("qformer_graph", time_runs(ctx, s.repeats, [&] { graph.replay(ctx); }), flops, "GFLOP/s");
+      require_finite<float>(ctx, out, "qformer");
+      if constexpr (!std::is_same_v<T, float>) {  // for comparison: the Q-Former itself in T (not what BLIP-2 runs)
+        QFormer<T, cuda> reduced(config.qformer, config.num_query_tokens);
+        reduced.load(weight_scope(weights), weight_scope(weights) / "qformer");
+        const tensor<T, cuda> image_t = pattern<T>(image.shape(), 1.0f / 127.5f, -1.0f);
+        auto pass_t = [&] { return reduced(ctx, image_t.get()); };
+        {
+          typename context<cuda>::scope warm(ctx);
+          pass_t();
+        }
+        typename context<cuda>::scope inner(ctx);
+        view<T, cuda> out_t;
+        const cuda_graph graph_t = cuda_graph::capture(ctx, [&] { out_t = pass_t(); });
+        add("qformer_T_graph", time_runs(ctx, s.repeats, [&] { graph_t.replay(ctx); }), flops, "GFLOP/s");
+        require_finite<T>(ctx, out_t, "qformer in T");
+      }
+    }
+    if (want("decode")) {
+      const index_t prompt = config.num_query_tokens + 8, W = config.text.hidden_size;
+      const tensor<T, cuda> embeds = pattern<T>({B, prompt, W}, 1.0f / 2550.0f, -0.05f);
+      const std::vector<std::int64_t> mask(static_cast<std::size_t>(B * prompt), 1);
+      OPTSession<T, cuda> session(*model.opt(), B, prompt + s.repeats + 2);
+      {
+        typename context<cuda>::scope scope(ctx);
+        session.prefill(ctx, embeds.get(), mask);
+      }
+      const std::vector<std::int64_t> tokens(static_cast<std::size_t>(B), 2);
+      add("decode", time_runs(ctx, s.repeats, [&] {
+            typename context<cuda>::scope scope(ctx);
+            session.step(ctx, tokens);
+          }), lm_bytes, "GB/s");
+    }
+    if (want("caption")) {
+      generation_options options;
+      options.max_new_tokens = options.min_new_tokens = s.new_tokens;
+      options.eos_token_ids = {config.text.eos_token_id()};
+      options.pad_token_id = config.text.pad_token_id();
+      const token_batch prompt = token_batch::unpadded(B, 1, std::vector<std::int64_t>(static_cast<std::size_t>(B), config.text.bos_token_id()));
+      add("caption", time_runs(ctx, s.repeats, [&] {
+            typename context<cuda>::scope scope(ctx);
+            const image_features<T, cuda> f = model.encode_image(ctx, pixels.get());
+            const generation_result g = model.generate(ctx, f.language_projection, prompt, options);
+            if (g.length != s.new_tokens) throw error("bench: the caption has " + std::to_string(g.length) + " tokens");
+          }), 0, "");
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<result> run_cuda(const settings& s, std::string& device) {
+  if (!cuda_available()) throw error("bench --device cuda: no CUDA device is visible");
+  cudaDeviceProp prop{};
+  cuda_detail::check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  device = prop.name;
+  std::vector<result> results;
+  for (const std::string& d : s.dtypes) {
+    if (d == "f32") run_dtype<float>(s, d, results);
+    else if (d == "bf16") run_dtype<bf16>(s, d, results);
+    else throw error("bench --device cuda: dtype '" + d + "' is not supported on the GPU (f32, bf16)");
+  }
+  return results;
+}
+
+}  // namespace bench_command
