@@ -9,7 +9,9 @@
 #   bench/gpu.sh run       on the GPU machine: reuses build-cuda/'s programs when they start there, else builds
 #                          them with the headers of .vendor/; then tests and benchmarks
 #
-# Environment: OUT (results folder), GPU_BATCHES (default 1,32), GPU_REPEATS (default 20), GPU_DTYPES (bf16).
+# Environment: OUT (results folder), GPU_BATCHES (default 1,32), GPU_REPEATS (default 20), GPU_DTYPES (bf16),
+# GPU_COMPARE=0 (qformer alone, no transformers), GPU_PROFILE=1 (per-kernel times from Nsight Compute; the
+# cases "stage batch passes;..." in GPU_PROFILE_CASES).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-cuda
@@ -48,12 +50,30 @@ run)
   fi
   QFORMER_TEST_DATA="$PWD/tests/data" "$BUILD/tests/qformer_cuda_tests" --duration=true >"$OUT/tests.txt" 2>&1
   tests_status=$?
-  python3 bench/compare_transformers.py --device cuda --qformer "$BUILD/tools/qformer" --dtypes "${GPU_DTYPES:-bf16}" \
-    --batches "${GPU_BATCHES:-1,32}" --repeats "${GPU_REPEATS:-20}" --out "$OUT/compare.json" >"$OUT/compare.txt" 2>"$OUT/compare-log.txt"
-  bench_status=$?
   tail -4 "$OUT/tests.txt"
-  tail -25 "$OUT/compare-log.txt" | grep -v "^transformers: blip2" || true
-  cat "$OUT/compare.txt"
+  if [ "${GPU_COMPARE:-1}" = 1 ]; then  # qformer and transformers on this card, in this run
+    python3 bench/compare_transformers.py --device cuda --qformer "$BUILD/tools/qformer" --dtypes "${GPU_DTYPES:-bf16}" \
+      --batches "${GPU_BATCHES:-1,32}" --repeats "${GPU_REPEATS:-20}" --out "$OUT/compare.json" >"$OUT/compare.txt" 2>"$OUT/compare-log.txt"
+    bench_status=$?
+    grep -v "^transformers: blip2" "$OUT/compare-log.txt" | tail -25 || true
+    cat "$OUT/compare.txt"
+  else  # qformer alone
+    "$BUILD/tools/qformer" bench --device cuda --dtypes "${GPU_DTYPES:-bf16}" --batches "${GPU_BATCHES:-1,32}" \
+      --repeats "${GPU_REPEATS:-20}" >"$OUT/bench.txt" 2>"$OUT/bench-log.txt"
+    bench_status=$?
+    cat "$OUT/bench.txt"
+  fi
+  if [ "${GPU_PROFILE:-0}" = 1 ] && command -v ncu >/dev/null; then  # per-kernel time (Nsight Compute), one stage each
+    IFS=';' read -ra cases <<<"${GPU_PROFILE_CASES:-vision 32 4;vision 1 4;qformer 1 7;decode 1 3}"
+    for case in "${cases[@]}"; do
+      set -- $case
+      ncu --csv --metrics gpu__time_duration.sum --log-file "$OUT/ncu-$1-$2.csv" "$BUILD/tools/qformer" bench --device cuda \
+        --dtypes bf16 --stages "$1" --batches "$2" --repeats 1 >/dev/null 2>&1
+      echo "== $1 batch $2: kernel time per pass (ncu; passes: $3)"
+      python3 bench/ncu_summary.py "$OUT/ncu-$1-$2.csv" --passes "$3" --top 14 | tee "$OUT/ncu-$1-$2.txt"
+      rm -f "$OUT/ncu-$1-$2.csv"
+    done
+  fi
   echo "tests: exit $tests_status, benchmark: exit $bench_status"
   [ "$tests_status" = 0 ] && [ "$bench_status" = 0 ]
   ;;

@@ -57,8 +57,23 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
   auto want = [&](const char* stage) { return std::find(s.stages.begin(), s.stages.end(), stage) != s.stages.end(); };
   const auto t0 = std::chrono::steady_clock::now();
   random_weights weights(7);
-  Blip2<T, cuda> model(config);
-  model.load(weight_scope(weights));
+  const weight_scope root(weights);
+  // The whole model when captions are timed; otherwise only the parts the stages need.
+  std::optional<Blip2<T, cuda>> model;
+  std::optional<VisionEncoder<T, cuda>> own_vision;
+  std::optional<QFormer<float, cuda>> own_qformer;
+  std::optional<OPTForCausalLM<T, cuda>> own_lm;
+  if (want("caption")) {
+    model.emplace(config);
+    model->load(root);
+  } else {
+    if (want("vision")) own_vision.emplace(config.vision), own_vision->load(root / "vision_model");
+    if (want("qformer")) own_qformer.emplace(config.qformer, config.num_query_tokens), own_qformer->load(root, root / "qformer");
+    if (want("decode")) own_lm.emplace(config.text.opt), own_lm->load(root / "language_model");
+  }
+  const VisionEncoder<T, cuda>* vision = model ? &model->vision() : own_vision ? &*own_vision : nullptr;
+  const QFormer<float, cuda>* qformer = model ? &model->qformer() : own_qformer ? &*own_qformer : nullptr;
+  const OPTForCausalLM<T, cuda>* lm = model ? model->opt() : own_lm ? &*own_lm : nullptr;
   std::fprintf(stderr, "bench: blip2-opt-2.7b %s on the GPU, random weights made and copied in %.1f s\n", dtype_name.c_str(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   const double lm_bytes = presets::opt_parameters(config.text.opt) * double(sizeof(T));
@@ -74,7 +89,7 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
     const tensor<float, cuda> pixels = pattern<float>({B, 3, config.vision.image_size, config.vision.image_size}, 1.0f / 127.5f, -1.0f);
     if (want("vision")) {
       const double flops = presets::vision_flops(config.vision, double(B));
-      auto pass = [&] { return model.vision()(ctx, pixels.get()); };
+      auto pass = [&] { return (*vision)(ctx, pixels.get()); };
       add("vision", time_runs(ctx, s.repeats, [&] {
             typename context<cuda>::scope scope(ctx);
             pass();
@@ -89,7 +104,7 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
       const double flops = presets::qformer_flops(config.qformer, double(config.num_query_tokens),
                                                   double(config.vision.num_positions()), double(B));
       const tensor<float, cuda> image = pattern<float>({B, config.vision.num_positions(), config.vision.hidden_size}, 1.0f / 127.5f, -1.0f);
-      auto pass = [&] { return model.qformer()(ctx, image.get()); };
+      auto pass = [&] { return (*qformer)(ctx, image.get()); };
       add("qformer", time_runs(ctx, s.repeats, [&] {
             typename context<cuda>::scope scope(ctx);
             pass();
@@ -101,7 +116,7 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
       require_finite<float>(ctx, out, "qformer");
       if constexpr (!std::is_same_v<T, float>) {  // for comparison: the Q-Former itself in T (not what BLIP-2 runs)
         QFormer<T, cuda> reduced(config.qformer, config.num_query_tokens);
-        reduced.load(weight_scope(weights), weight_scope(weights) / "qformer");
+        reduced.load(root, root / "qformer");
         const tensor<T, cuda> image_t = pattern<T>(image.shape(), 1.0f / 127.5f, -1.0f);
         auto pass_t = [&] { return reduced(ctx, image_t.get()); };
         {
@@ -119,7 +134,7 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
       const index_t prompt = config.num_query_tokens + 8, W = config.text.hidden_size;
       const tensor<T, cuda> embeds = pattern<T>({B, prompt, W}, 1.0f / 2550.0f, -0.05f);
       const std::vector<std::int64_t> mask(static_cast<std::size_t>(B * prompt), 1);
-      OPTSession<T, cuda> session(*model.opt(), B, prompt + s.repeats + 2);
+      OPTSession<T, cuda> session(*lm, B, prompt + s.repeats + 2);
       {
         typename context<cuda>::scope scope(ctx);
         session.prefill(ctx, embeds.get(), mask);
@@ -138,8 +153,8 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
       const token_batch prompt = token_batch::unpadded(B, 1, std::vector<std::int64_t>(static_cast<std::size_t>(B), config.text.bos_token_id()));
       add("caption", time_runs(ctx, s.repeats, [&] {
             typename context<cuda>::scope scope(ctx);
-            const image_features<T, cuda> f = model.encode_image(ctx, pixels.get());
-            const generation_result g = model.generate(ctx, f.language_projection, prompt, options);
+            const image_features<T, cuda> f = model->encode_image(ctx, pixels.get());
+            const generation_result g = model->generate(ctx, f.language_projection, prompt, options);
             if (g.length != s.new_tokens) throw error("bench: the caption has " + std::to_string(g.length) + " tokens");
           }), 0, "");
     }

@@ -12,18 +12,20 @@ namespace qformer {
 template <class T, class D>
 void cached_attention(context<D>& ctx, view<const T, D> q, view<const T, D> k, view<const T, D> v, view<T, D> cache_k,
                       view<T, D> cache_v, index_t past, view<const float, D> mask, index_t heads, float scale, view<T, D> out) {
-  const index_t B = q.dim(0), L = q.dim(1), total = past + L;
+  const index_t B = q.dim(0), L = q.dim(1), total = past + L, C = q.dim(2);
   if (total > cache_k.dim(1)) throw invalid_argument("KV cache capacity " + std::to_string(cache_k.dim(1)) + " < " + std::to_string(total) + " positions");
-  for (index_t b = 0; b < B; ++b) {
-    ops::copy<T, D>(ctx, k[b], cache_k[b].slice(past, L));
-    ops::copy<T, D>(ctx, v[b], cache_v[b].slice(past, L));
+  if (!cache_k.contiguous() || !cache_v.contiguous()) throw shape_error("cached_attention: the caches must be contiguous");
+  if (L == 1) {  // a decoding step: row b goes to cache row b * capacity + past, one strided copy for the batch
+    const index_t stride = cache_k.dim(1) * C;
+    ops::copy<T, D>(ctx, view<const T, D>(k.data(), {B, C}, k.row_stride()), view<T, D>(cache_k.data() + past * C, {B, C}, stride));
+    ops::copy<T, D>(ctx, view<const T, D>(v.data(), {B, C}, v.row_stride()), view<T, D>(cache_v.data() + past * C, {B, C}, stride));
+  } else {
+    for (index_t b = 0; b < B; ++b) {
+      ops::copy<T, D>(ctx, k[b], cache_k[b].slice(past, L));
+      ops::copy<T, D>(ctx, v[b], cache_v[b].slice(past, L));
+    }
   }
-  for (index_t b = 0; b < B; ++b) {
-    view<const float, D> mask_b;
-    if (!mask.empty()) mask_b = mask.dim(0) == 1 ? mask : mask.slice(b, 1);
-    ops::attention<T, D>(ctx, q[b].unsqueeze(), view<const T, D>(cache_k[b].slice(0, total)).unsqueeze(),
-                         view<const T, D>(cache_v[b].slice(0, total)).unsqueeze(), mask_b, heads, scale, out[b].unsqueeze());
-  }
+  ops::attention_over_cache<T, D>(ctx, q, cache_k, cache_v, total, mask, heads, scale, out);
 }
 
 }  // namespace qformer

@@ -194,6 +194,30 @@ void attention(context<D>& ctx, in<T, D> q, in<T, D> k, in<T, D> v, std::type_id
   backend<D>::template attention<T>(ctx, q, k, v, mask, heads, scale, out);
 }
 
+/// attention() of q (B, Lq, H*dh) over the first `keys` positions of each batch row of a KV cache k_cache,
+/// v_cache (B, capacity, H*dh), for the whole batch in one call. mask as in attention() with Lk = keys.
+template <class T, class D>
+void attention_over_cache(context<D>& ctx, in<T, D> q, in<T, D> k_cache, in<T, D> v_cache, index_t keys,
+                          std::type_identity_t<view<const float, D>> mask, index_t heads, float scale, view<T, D> out) {
+  if (k_cache.rank() != 3 || k_cache.shape() != v_cache.shape() || !k_cache.contiguous() || !v_cache.contiguous() ||
+      k_cache.dim(0) != q.dim(0) || k_cache.dim(2) != q.dim(2) || keys < 1 || keys > k_cache.dim(1))
+    detail::fail("attention_over_cache", "q " + q.shape().str() + ", caches " + k_cache.shape().str() + " / " + v_cache.shape().str() +
+                                             ", " + std::to_string(keys) + " keys");
+  // The remaining checks are attention()'s, on the first batch row's prefix.
+  if (q.rank() != 3 || out.shape() != q.shape()) detail::fail("attention_over_cache", "q " + q.shape().str() + ", out " + out.shape().str());
+  if (heads <= 0 || q.dim(2) % heads != 0)
+    detail::fail("attention_over_cache", std::to_string(heads) + " heads do not divide width " + std::to_string(q.dim(2)));
+  if (!mask.empty()) {
+    const bool ok_rank = mask.rank() == 3 || mask.rank() == 4;
+    const mask_layout m = ok_rank ? mask_layout::of(mask) : mask_layout{};
+    auto fits = [](index_t got, index_t full) { return got == 1 || got == full; };
+    if (!ok_rank || !mask.contiguous() || !fits(m.batch, q.dim(0)) || !fits(m.heads, heads) || !fits(m.queries, q.dim(1)) ||
+        mask.cols() != keys)
+      detail::fail("attention_over_cache", "mask " + mask.shape().str() + " for q " + q.shape().str() + ", " + std::to_string(keys) + " keys");
+  }
+  backend<D>::template attention_over_cache<T>(ctx, q, k_cache, v_cache, keys, mask, heads, scale, out);
+}
+
 /// im2col of a stride-p, kernel-p Conv2d: pixels (B, C, H, W) float -> patches (B, (H/p)(W/p), C p p), patches
 /// row-major over the grid, features ordered (channel, ky, kx) like the flattened Conv2d weight.
 template <class T, class D>

@@ -106,6 +106,17 @@ struct backend<cpu> {
   }
 
   template <class T>
+  static void attention_over_cache(context<cpu>& ctx, view<const T> q, view<const T> k_cache, view<const T> v_cache, index_t keys,
+                                   view<const float> mask, index_t heads, float scale, view<T> out) {
+    for (index_t b = 0; b < q.dim(0); ++b) {
+      view<const float> mask_b;
+      if (!mask.empty()) mask_b = mask.dim(0) == 1 ? mask : mask.slice(b, 1);
+      cpu_detail::attention<T>(ctx, q[b].unsqueeze(), k_cache[b].slice(0, keys).unsqueeze(), v_cache[b].slice(0, keys).unsqueeze(),
+                               mask_b, heads, scale, out[b].unsqueeze());
+    }
+  }
+
+  template <class T>
   static void patchify(context<cpu>&, view<const float> pixels, index_t patch, view<T> patches) {
     const index_t B = pixels.dim(0), C = pixels.dim(1), H = pixels.dim(2), W = pixels.dim(3);
     const index_t gh = H / patch, gw = W / patch;

@@ -16,6 +16,7 @@
 #include <array>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -48,11 +49,50 @@ struct preference_desc {
   cublasLtMatmulPreference_t d = nullptr;
   ~preference_desc() { if (d) cublasLtMatmulPreferenceDestroy(d); }
 };
+/// Everything cuBLASLt needs for one linear shape, made once: y^T (out, N) = W (in, out)^T x^T (in, N), all
+/// column-major views of the row-major tensors; the bias pointer is set per call.
+struct gemm_plan {
+  matmul_desc op;
+  layout_desc w, x, y;
+  cublasLtMatmulAlgo_t algorithm{};
+};
+
+/// key: (data type, N, in, out, stride of W, stride of x, stride of y, bias 0/1).
+inline std::unique_ptr<gemm_plan> make_gemm_plan(cublasLtHandle_t lt, const std::array<std::int64_t, 8>& key, std::size_t workspace_bytes) {
+  const auto type = static_cast<cudaDataType_t>(key[0]);
+  const auto N = static_cast<std::uint64_t>(key[1]), in = static_cast<std::uint64_t>(key[2]), out = static_cast<std::uint64_t>(key[3]);
+  auto plan = std::make_unique<gemm_plan>();
+  check(cublasLtMatmulDescCreate(&plan->op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
+  check(cublasLtMatmulDescSetAttribute(plan->op.d, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof transpose), "set TRANSA");
+  check(cublasLtMatmulDescSetAttribute(plan->op.d, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof none), "set TRANSB");
+  if (key[7]) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    check(cublasLtMatmulDescSetAttribute(plan->op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue), "set EPILOGUE");
+    check(cublasLtMatmulDescSetAttribute(plan->op.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof type), "set BIAS_DATA_TYPE");
+  }
+  check(cublasLtMatrixLayoutCreate(&plan->w.d, type, in, out, key[4]), "layout W");
+  check(cublasLtMatrixLayoutCreate(&plan->x.d, type, in, N, key[5]), "layout x");
+  check(cublasLtMatrixLayoutCreate(&plan->y.d, type, out, N, key[6]), "layout y");
+  preference_desc pref;
+  check(cublasLtMatmulPreferenceCreate(&pref.d), "cublasLtMatmulPreferenceCreate");
+  check(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes),
+        "set workspace");
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  check(cublasLtMatmulAlgoGetHeuristic(lt, plan->op.d, plan->w.d, plan->x.d, plan->y.d, plan->y.d, pref.d, 1, &heuristic, &found),
+        "cublasLtMatmulAlgoGetHeuristic");
+  if (found == 0)
+    throw error("cuBLAS: no matmul algorithm for a (" + std::to_string(N) + ", " + std::to_string(in) + ") x (" + std::to_string(in) +
+                ", " + std::to_string(out) + ") linear");
+  plan->algorithm = heuristic.algo;
+  return plan;
+}
 }  // namespace cuda_detail
 
-/// The CUDA context's state: one stream, one cuBLASLt handle, one cuBLASLt workspace, and the matmul algorithm
-/// cuBLASLt's heuristic chose for each GEMM shape seen (so a forward pass asks it once per shape, and a CUDA
-/// graph captured later replays the same algorithms).
+/// The CUDA context's state: one stream, one cuBLASLt handle, one cuBLASLt workspace, a pinned upload buffer, and
+/// a GEMM plan per linear shape seen (descriptors and the heuristic's algorithm, made once: a forward pass costs
+/// one cublasLtMatmul call per linear, and a CUDA graph captured later replays the same algorithms).
 template <>
 struct backend_state<cuda> {
   /// (data type, N, in, out, stride of W, stride of x, stride of y, bias) of one linear.
@@ -100,7 +140,14 @@ struct backend_state<cuda> {
   void* workspace = nullptr;
   void* staging = nullptr;  // pinned, staging_bytes
   std::size_t staging_used = 0;
-  std::map<gemm_key, cublasLtMatmulAlgo_t> algorithms;
+  std::map<gemm_key, std::unique_ptr<cuda_detail::gemm_plan>> plans;
+
+  /// The plan of one linear shape, made on first use (descriptors, layouts, the heuristic's algorithm).
+  const cuda_detail::gemm_plan& plan(const gemm_key& key) {
+    auto known = plans.find(key);
+    if (known == plans.end()) known = plans.emplace(key, cuda_detail::make_gemm_plan(lt, key, workspace_bytes)).first;
+    return *known->second;
+  }
 };
 
 template <class D>
@@ -114,44 +161,16 @@ struct backend<cuda> {
   static void linear(context<cuda>& ctx, view<const T, cuda> x, view<const T, cuda> w, view<const T, cuda> b, view<T, cuda> y) {
     using namespace cuda_detail;
     backend_state<cuda>& s = ctx.backend();
-    const auto N = static_cast<std::uint64_t>(x.rows()), in = static_cast<std::uint64_t>(x.cols()),
-               out = static_cast<std::uint64_t>(w.rows());
     constexpr cudaDataType_t type = data_type<T>();
-    matmul_desc op;
-    check(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
-    const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
-    check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof transpose), "set TRANSA");
-    check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof none), "set TRANSB");
+    const gemm_plan& plan = s.plan({std::int64_t(type), x.rows(), x.cols(), w.rows(), w.row_stride(), x.row_stride(), y.row_stride(),
+                                    std::int64_t(!b.empty())});
     if (!b.empty()) {
-      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
       const void* bias = b.data();
-      check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue), "set EPILOGUE");
-      check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "set BIAS_POINTER");
-      const cudaDataType_t bias_type = type;
-      check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type), "set BIAS_DATA_TYPE");
-    }
-    layout_desc a, bl, c;
-    check(cublasLtMatrixLayoutCreate(&a.d, type, in, out, static_cast<std::int64_t>(w.row_stride())), "layout W");
-    check(cublasLtMatrixLayoutCreate(&bl.d, type, in, N, static_cast<std::int64_t>(x.row_stride())), "layout x");
-    check(cublasLtMatrixLayoutCreate(&c.d, type, out, N, static_cast<std::int64_t>(y.row_stride())), "layout y");
-    preference_desc pref;
-    check(cublasLtMatmulPreferenceCreate(&pref.d), "cublasLtMatmulPreferenceCreate");
-    const std::size_t ws = backend_state<cuda>::workspace_bytes;
-    check(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), "set workspace");
-    const backend_state<cuda>::gemm_key key{std::int64_t(type), std::int64_t(N), std::int64_t(in), std::int64_t(out),
-                                            w.row_stride(), x.row_stride(), y.row_stride(), std::int64_t(!b.empty())};
-    auto known = s.algorithms.find(key);
-    if (known == s.algorithms.end()) {
-      cublasLtMatmulHeuristicResult_t heuristic{};
-      int found = 0;
-      check(cublasLtMatmulAlgoGetHeuristic(s.lt, op.d, a.d, bl.d, c.d, c.d, pref.d, 1, &heuristic, &found), "cublasLtMatmulAlgoGetHeuristic");
-      if (found == 0) throw error("cuBLAS: no matmul algorithm for a (" + std::to_string(N) + ", " + std::to_string(in) + ") x (" +
-                                  std::to_string(in) + ", " + std::to_string(out) + ") linear");
-      known = s.algorithms.emplace(key, heuristic.algo).first;
+      check(cublasLtMatmulDescSetAttribute(plan.op.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "set BIAS_POINTER");
     }
     const float alpha = 1.0f, beta = 0.0f;
-    check(cublasLtMatmul(s.lt, op.d, &alpha, w.data(), a.d, x.data(), bl.d, &beta, y.data(), c.d, y.data(), c.d,
-                         &known->second, s.workspace, ws, s.stream),
+    check(cublasLtMatmul(s.lt, plan.op.d, &alpha, w.data(), plan.w.d, x.data(), plan.x.d, &beta, y.data(), plan.y.d, y.data(), plan.y.d,
+                         &plan.algorithm, s.workspace, backend_state<cuda>::workspace_bytes, s.stream),
           "cublasLtMatmul");
   }
 
@@ -242,8 +261,21 @@ struct backend<cuda> {
       const ops::mask_layout layout = ops::mask_layout::of(mask);
       m = {mask.data(), layout.batch, layout.heads, layout.queries};
     }
-    cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k), matrix(v), m, q.dim(0), q.dim(1), k.dim(1), heads, scale,
-                               matrix(out));
+    cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k), matrix(v), m, q.dim(0), q.dim(1), k.dim(1), k.dim(1), heads,
+                               scale, matrix(out));
+  }
+
+  /// One launch for the whole batch: the kernel steps from one batch row's keys to the next by the capacity.
+  template <class T>
+  static void attention_over_cache(context<cuda>& ctx, view<const T, cuda> q, view<const T, cuda> k_cache, view<const T, cuda> v_cache,
+                                   index_t keys, view<const float, cuda> mask, index_t heads, float scale, view<T, cuda> out) {
+    cuda_kernels::mask_arg m{nullptr, 1, 1, 1};
+    if (!mask.empty()) {
+      const ops::mask_layout layout = ops::mask_layout::of(mask);
+      m = {mask.data(), layout.batch, layout.heads, layout.queries};
+    }
+    cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k_cache), matrix(v_cache), m, q.dim(0), q.dim(1), keys, k_cache.dim(1),
+                               heads, scale, matrix(out));
   }
 
   template <class T>

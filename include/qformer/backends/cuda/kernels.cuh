@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 #include <string>
 
 namespace qformer::cuda_kernels {
@@ -99,13 +101,57 @@ inline dim3 elementwise_grid(index rows, index cols) {
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------------------------
-// layer_norm, rms_norm: one block per row; two passes over the row (mean, then squared deviations) as the CPU.
+// layer_norm, rms_norm: one block per row. Rows of up to 256 x 16 elements (every BLIP-2 width) are read once
+// into registers, all loads issued before the first use (a row's latency paid once, not once per element);
+// mean, then squared deviations from the registers, as the CPU's two passes. Wider rows read global memory
+// in each pass.
+
+constexpr int row_threads_v = 256;  // = detail::row_threads: the norms' block size (for __launch_bounds__)
+static_assert(row_threads_v == detail::row_threads);
+
+namespace detail {
+constexpr int norm_per_thread = 16;
+
+/// The row's elements c = threadIdx.x + k * blockDim.x, k < norm_per_thread, as floats (0 past the end).
+template <class S>
+__device__ __forceinline__ void load_row(const S* row, index cols, float (&v)[norm_per_thread]) {
+#pragma unroll
+  for (int k = 0; k < norm_per_thread; ++k) {
+    const int c = threadIdx.x + k * blockDim.x;
+    v[k] = c < cols ? to_float(row[c]) : 0.0f;
+  }
+}
+}  // namespace detail
 
 template <class S>
-__global__ void layer_norm_kernel(matrix<const S> x, const S* w, const S* b, float eps, matrix<S> y) {
+__global__ void __launch_bounds__(row_threads_v, 3) layer_norm_kernel(matrix<const S> x, const S* w, const S* b, float eps, matrix<S> y) {
   __shared__ float scratch[32];
+  const bool in_registers = x.cols <= static_cast<index>(blockDim.x) * detail::norm_per_thread;
   for (index r = blockIdx.x; r < x.rows; r += gridDim.x) {
     const S* xr = x.data + r * x.stride;
+    S* yr = y.data + r * y.stride;
+    if (in_registers) {
+      float v[detail::norm_per_thread];
+      detail::load_row(xr, x.cols, v);
+      float sum = 0.0f;
+#pragma unroll
+      for (int k = 0; k < detail::norm_per_thread; ++k) sum += v[k];
+      const float mean = detail::block_sum(sum, scratch) / float(x.cols);
+      float squares = 0.0f;
+#pragma unroll
+      for (int k = 0; k < detail::norm_per_thread; ++k) {
+        const int c = threadIdx.x + k * blockDim.x;
+        const float d = c < x.cols ? v[k] - mean : 0.0f;
+        squares += d * d;
+      }
+      const float inv = 1.0f / sqrtf(detail::block_sum(squares, scratch) / float(x.cols) + eps);
+#pragma unroll
+      for (int k = 0; k < detail::norm_per_thread; ++k) {
+        const int c = threadIdx.x + k * blockDim.x;
+        if (c < x.cols) yr[c] = detail::from_float<S>((v[k] - mean) * inv * detail::to_float(w[c]) + detail::to_float(b[c]));
+      }
+      continue;
+    }
     float sum = 0.0f;
     for (index c = threadIdx.x; c < x.cols; c += blockDim.x) sum += detail::to_float(xr[c]);
     const float mean = detail::block_sum(sum, scratch) / float(x.cols);
@@ -115,7 +161,6 @@ __global__ void layer_norm_kernel(matrix<const S> x, const S* w, const S* b, flo
       squares += d * d;
     }
     const float inv = 1.0f / sqrtf(detail::block_sum(squares, scratch) / float(x.cols) + eps);
-    S* yr = y.data + r * y.stride;
     for (index c = threadIdx.x; c < x.cols; c += blockDim.x)
       yr[c] = detail::from_float<S>((detail::to_float(xr[c]) - mean) * inv * detail::to_float(w[c]) + detail::to_float(b[c]));
   }
@@ -132,17 +177,32 @@ void layer_norm(cudaStream_t stream, matrix<const T> x, const T* w, const T* b, 
 }
 
 template <class S>
-__global__ void rms_norm_kernel(matrix<const S> x, const S* w, float eps, matrix<S> y) {
+__global__ void __launch_bounds__(row_threads_v, 3) rms_norm_kernel(matrix<const S> x, const S* w, float eps, matrix<S> y) {
   __shared__ float scratch[32];
+  const bool in_registers = x.cols <= static_cast<index>(blockDim.x) * detail::norm_per_thread;
   for (index r = blockIdx.x; r < x.rows; r += gridDim.x) {
     const S* xr = x.data + r * x.stride;
+    S* yr = y.data + r * y.stride;
+    if (in_registers) {
+      float v[detail::norm_per_thread];
+      detail::load_row(xr, x.cols, v);
+      float squares = 0.0f;
+#pragma unroll
+      for (int k = 0; k < detail::norm_per_thread; ++k) squares += v[k] * v[k];
+      const float inv = 1.0f / sqrtf(detail::block_sum(squares, scratch) / float(x.cols) + eps);
+#pragma unroll
+      for (int k = 0; k < detail::norm_per_thread; ++k) {
+        const int c = threadIdx.x + k * blockDim.x;
+        if (c < x.cols) yr[c] = detail::from_float<S>(v[k] * inv * detail::to_float(w[c]));
+      }
+      continue;
+    }
     float squares = 0.0f;
     for (index c = threadIdx.x; c < x.cols; c += blockDim.x) {
       const float v = detail::to_float(xr[c]);
       squares += v * v;
     }
     const float inv = 1.0f / sqrtf(detail::block_sum(squares, scratch) / float(x.cols) + eps);
-    S* yr = y.data + r * y.stride;
     for (index c = threadIdx.x; c < x.cols; c += blockDim.x)
       yr[c] = detail::from_float<S>(detail::to_float(xr[c]) * inv * detail::to_float(w[c]));
   }
@@ -171,6 +231,28 @@ __device__ __forceinline__ float apply(unary_op op, float factor, float v) {
   return v;
 }
 
+namespace detail {
+/// 16 bytes of S: the unit of the vectorised elementwise path.
+template <class S>
+struct vec16 {
+  static constexpr int size = 16 / sizeof(S);
+  union {
+    uint4 bits;
+    S values[size];
+  };
+  __device__ vec16() : bits(make_uint4(0, 0, 0, 0)) {}
+};
+/// Whether rows of these matrices can be read and written 16 bytes at a time.
+template <class T>
+bool vectorisable(index cols, std::initializer_list<std::pair<const void*, index>> data_and_strides) {
+  constexpr index per = 16 / sizeof(T);
+  if (cols % per) return false;
+  for (const auto& [data, stride] : data_and_strides)
+    if (reinterpret_cast<std::uintptr_t>(data) % 16 || stride % per) return false;
+  return true;
+}
+}  // namespace detail
+
 template <class S>
 __global__ void unary_kernel(unary_op op, float factor, matrix<const S> x, matrix<S> y) {
   for (index r = blockIdx.y; r < x.rows; r += gridDim.y)
@@ -178,28 +260,73 @@ __global__ void unary_kernel(unary_op op, float factor, matrix<const S> x, matri
       y.data[r * y.stride + c] = detail::from_float<S>(apply(op, factor, detail::to_float(x.data[r * x.stride + c])));
 }
 
+/// unary_kernel 16 bytes per thread (cols, strides and pointers aligned).
+template <class S>
+__global__ void unary_vector_kernel(unary_op op, float factor, matrix<const S> x, matrix<S> y) {
+  using vec = detail::vec16<S>;
+  const index vectors = x.cols / vec::size;
+  for (index r = blockIdx.y; r < x.rows; r += gridDim.y)
+    for (index c = blockIdx.x * blockDim.x + threadIdx.x; c < vectors; c += gridDim.x * blockDim.x) {
+      vec in, result;
+      in.bits = *reinterpret_cast<const uint4*>(x.data + r * x.stride + c * vec::size);
+#pragma unroll
+      for (int e = 0; e < vec::size; ++e) result.values[e] = detail::from_float<S>(apply(op, factor, detail::to_float(in.values[e])));
+      *reinterpret_cast<uint4*>(y.data + r * y.stride + c * vec::size) = result.bits;
+    }
+}
+
 template <class T>
 void unary(cudaStream_t stream, unary_op op, float factor, matrix<const T> x, matrix<T> y) {
   if (x.rows == 0 || x.cols == 0) return;
-  unary_kernel<detail::storage_t<T>><<<detail::elementwise_grid(x.rows, x.cols), detail::row_threads, 0, stream>>>(
-      op, factor, detail::device(x), detail::device(y));
+  using S = detail::storage_t<T>;
+  if (detail::vectorisable<T>(x.cols, {{x.data, x.stride}, {y.data, y.stride}})) {
+    unary_vector_kernel<S><<<detail::elementwise_grid(x.rows, x.cols / detail::vec16<S>::size), detail::row_threads, 0, stream>>>(
+        op, factor, detail::device(x), detail::device(y));
+  } else {
+    unary_kernel<S><<<detail::elementwise_grid(x.rows, x.cols), detail::row_threads, 0, stream>>>(op, factor, detail::device(x),
+                                                                                                   detail::device(y));
+  }
   detail::check_launch("unary_kernel");
 }
+
+__device__ __forceinline__ float combine(binary_op op, float u, float v) { return op == binary_op::add ? u + v : u * v; }
 
 template <class S>
 __global__ void binary_kernel(binary_op op, matrix<const S> a, matrix<const S> b, matrix<S> y) {
   for (index r = blockIdx.y; r < a.rows; r += gridDim.y)
-    for (index c = blockIdx.x * blockDim.x + threadIdx.x; c < a.cols; c += gridDim.x * blockDim.x) {
-      const float u = detail::to_float(a.data[r * a.stride + c]), v = detail::to_float(b.data[r * b.stride + c]);
-      y.data[r * y.stride + c] = detail::from_float<S>(op == binary_op::add ? u + v : u * v);
+    for (index c = blockIdx.x * blockDim.x + threadIdx.x; c < a.cols; c += gridDim.x * blockDim.x)
+      y.data[r * y.stride + c] =
+          detail::from_float<S>(combine(op, detail::to_float(a.data[r * a.stride + c]), detail::to_float(b.data[r * b.stride + c])));
+}
+
+/// binary_kernel 16 bytes per thread.
+template <class S>
+__global__ void binary_vector_kernel(binary_op op, matrix<const S> a, matrix<const S> b, matrix<S> y) {
+  using vec = detail::vec16<S>;
+  const index vectors = a.cols / vec::size;
+  for (index r = blockIdx.y; r < a.rows; r += gridDim.y)
+    for (index c = blockIdx.x * blockDim.x + threadIdx.x; c < vectors; c += gridDim.x * blockDim.x) {
+      vec u, v, result;
+      u.bits = *reinterpret_cast<const uint4*>(a.data + r * a.stride + c * vec::size);
+      v.bits = *reinterpret_cast<const uint4*>(b.data + r * b.stride + c * vec::size);
+#pragma unroll
+      for (int e = 0; e < vec::size; ++e)
+        result.values[e] = detail::from_float<S>(combine(op, detail::to_float(u.values[e]), detail::to_float(v.values[e])));
+      *reinterpret_cast<uint4*>(y.data + r * y.stride + c * vec::size) = result.bits;
     }
 }
 
 template <class T>
 void binary(cudaStream_t stream, binary_op op, matrix<const T> a, matrix<const T> b, matrix<T> y) {
   if (a.rows == 0 || a.cols == 0) return;
-  binary_kernel<detail::storage_t<T>><<<detail::elementwise_grid(a.rows, a.cols), detail::row_threads, 0, stream>>>(
-      op, detail::device(a), detail::device(b), detail::device(y));
+  using S = detail::storage_t<T>;
+  if (detail::vectorisable<T>(a.cols, {{a.data, a.stride}, {b.data, b.stride}, {y.data, y.stride}})) {
+    binary_vector_kernel<S><<<detail::elementwise_grid(a.rows, a.cols / detail::vec16<S>::size), detail::row_threads, 0, stream>>>(
+        op, detail::device(a), detail::device(b), detail::device(y));
+  } else {
+    binary_kernel<S><<<detail::elementwise_grid(a.rows, a.cols), detail::row_threads, 0, stream>>>(op, detail::device(a), detail::device(b),
+                                                                                                    detail::device(y));
+  }
   detail::check_launch("binary_kernel");
 }
 
@@ -235,12 +362,74 @@ void embedding(cudaStream_t stream, matrix<const T> table, const std::int64_t* i
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// attention: one warp per query row, eight query rows per block sharing tiles of 32 keys and values in shared
-// memory, softmax computed online over the key tiles (running max m, running sum l, output rescaled by
-// exp(m_old - m_new)): one pass over the keys, no (Lq, Lk) score matrix in memory. Lane j scores key j of the
-// tile against the query; lanes then split the head dimension to accumulate p_j v_j.
+// Attention. Both kernels take q / out rows (B * Lq, H * dh) and k / v rows where batch row b's keys start at row
+// b * key_batch_rows (= Lk for plain attention, the cache capacity for a KV cache), and both read the key and
+// value tiles into shared memory with tile_loader: 16-byte vectors where the head's columns allow it, 32-bit
+// index arithmetic (64-bit division would cost more than the arithmetic of the tile).
 
 namespace detail {
+
+/// Loads rows [0, n) of one head (columns [0, dh) of `src`, rows `stride` apart) into a (tile_rows, ld) shared
+/// tile of Dst, zero-filling rows >= n and columns [dh, width). Vector path: 8 x 2-byte or 4 x 4-byte elements
+/// per load when `vector_ok` (dh a multiple of the vector, src and stride aligned to 16 bytes, Src == Dst).
+/// Each thread issues up to eight loads before its first store, so their latencies overlap.
+template <class Dst, class Src>
+__device__ __forceinline__ void load_tile(Dst* tile, int ld, const Src* src, index stride, int n, int tile_rows, int dh, int width,
+                                          bool vector_ok) {
+  constexpr int in_flight = 8;
+  if constexpr (sizeof(Dst) == sizeof(Src)) {
+    if (vector_ok) {
+      constexpr int per = 16 / sizeof(Src);
+      const int chunks = width / per, total = tile_rows * chunks;  // width a multiple of per (dp or dh)
+      for (int base = threadIdx.x; base < total; base += in_flight * blockDim.x) {
+        uint4 value[in_flight];
+#pragma unroll
+        for (int u = 0; u < in_flight; ++u) {
+          const int c = base + u * blockDim.x, r = c / chunks, col = (c - r * chunks) * per;
+          value[u] = make_uint4(0, 0, 0, 0);
+          if (c < total && r < n && col < dh) value[u] = *reinterpret_cast<const uint4*>(src + r * stride + col);
+        }
+#pragma unroll
+        for (int u = 0; u < in_flight; ++u) {
+          const int c = base + u * blockDim.x, r = c / chunks, col = (c - r * chunks) * per;
+          if (c < total) *reinterpret_cast<uint4*>(tile + r * ld + col) = value[u];
+        }
+      }
+      return;
+    }
+  }
+  const int total = tile_rows * width;
+  for (int base = threadIdx.x; base < total; base += in_flight * blockDim.x) {
+    float value[in_flight];
+#pragma unroll
+    for (int u = 0; u < in_flight; ++u) {
+      const int e = base + u * blockDim.x, r = e / width, col = e - r * width;
+      value[u] = (e < total && r < n && col < dh) ? to_float(src[r * stride + col]) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < in_flight; ++u) {
+      const int e = base + u * blockDim.x, r = e / width, col = e - r * width;
+      if (e < total) tile[r * ld + col] = from_float<Dst>(value[u]);
+    }
+  }
+}
+
+/// Whether 16-byte loads of a head's columns are aligned for these matrices.
+template <class T>
+bool vector_loads(index head_dim, std::initializer_list<const matrix<const T>*> ms) {
+  constexpr index per = 16 / sizeof(T);
+  if (head_dim % per) return false;
+  for (const matrix<const T>* m : ms)
+    if (reinterpret_cast<std::uintptr_t>(m->data) % 16 || m->stride % per) return false;
+  return true;
+}
+
+__device__ __forceinline__ const float* mask_row_of(const mask_arg& mask, index b, index h, index i, index keys) {
+  if (!mask.data) return nullptr;
+  return mask.data + (((mask.batch == 1 ? 0 : b) * mask.heads + (mask.heads == 1 ? 0 : h)) * mask.queries +
+                      (mask.queries == 1 ? 0 : i)) * keys;
+}
+
 constexpr int attention_warps = 8, attention_key_tile = 32, attention_max_head_dim = 128;
 
 inline std::size_t attention_shared_bytes(index head_dim) {
@@ -250,12 +439,17 @@ inline std::size_t attention_shared_bytes(index head_dim) {
 }
 }  // namespace detail
 
+// attention_kernel (fp32, and 16-bit types before sm_80): one warp per query row, eight rows per block sharing
+// tiles of 32 keys and values (converted to float) in shared memory; softmax online over the key tiles (running
+// max m, running sum l, output rescaled by exp(m_old - m_new)). Lane j scores key j of the tile; lanes then split
+// the head dimension to accumulate p_j v_j. Arithmetic in float throughout, as the CPU backend.
 template <class S, int Chunks /* ceil(head_dim / 32) */>
 __global__ void attention_kernel(matrix<const S> q, matrix<const S> k, matrix<const S> v, mask_arg mask, index queries,
-                                 index keys, index head_dim, float scale, matrix<S> out) {
+                                 index keys, index key_batch_rows, int head_dim, float scale, matrix<S> out) {
   extern __shared__ float shared[];
   constexpr int tile = detail::attention_key_tile;
-  const index dh = head_dim, b = blockIdx.z, h = blockIdx.y;
+  const int dh = head_dim;
+  const index b = blockIdx.z, h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const index i = static_cast<index>(blockIdx.x) * detail::attention_warps + warp;
   const bool active = i < queries;
@@ -264,34 +458,35 @@ __global__ void attention_kernel(matrix<const S> q, matrix<const S> k, matrix<co
   float* q_row = v_tile + tile * dh + warp * dh;  // (dh) of this warp
   float* p = v_tile + tile * dh + detail::attention_warps * dh + warp * tile;
 
-  if (active)
-    for (index d = lane; d < dh; d += 32) q_row[d] = detail::to_float(q.data[(b * queries + i) * q.stride + h * dh + d]);
-  const float* mask_row = nullptr;
-  if (active && mask.data)
-    mask_row = mask.data + (((mask.batch == 1 ? 0 : b) * mask.heads + (mask.heads == 1 ? 0 : h)) * mask.queries +
-                            (mask.queries == 1 ? 0 : i)) * keys;
+  if (active) {
+    const S* qi = q.data + (b * queries + i) * q.stride + h * dh;
+    for (int d = lane; d < dh; d += 32) q_row[d] = detail::to_float(qi[d]);
+  }
+  const float* mask_row = active ? detail::mask_row_of(mask, b, h, i, keys) : nullptr;
+  const S* k_head = k.data + b * key_batch_rows * k.stride + h * dh;
+  const S* v_head = v.data + b * key_batch_rows * v.stride + h * dh;
 
   float running_max = -INFINITY, running_sum = 0.0f, acc[Chunks];
 #pragma unroll
   for (int c = 0; c < Chunks; ++c) acc[c] = 0.0f;
 
   for (index k0 = 0; k0 < keys; k0 += tile) {
-    const index n = keys - k0 < tile ? keys - k0 : tile;
+    const int n = keys - k0 < tile ? static_cast<int>(keys - k0) : tile;
     __syncthreads();  // the previous tile is no longer read
-    for (index e = threadIdx.x; e < n * dh; e += blockDim.x) {
-      const index j = e / dh, d = e % dh;
-      const index row = (b * keys + k0 + j);
-      k_tile[j * (dh + 1) + d] = detail::to_float(k.data[row * k.stride + h * dh + d]);
-      v_tile[j * dh + d] = detail::to_float(v.data[row * v.stride + h * dh + d]);
-    }
+    detail::load_tile<float>(k_tile, dh + 1, k_head + k0 * k.stride, k.stride, n, n, dh, dh, false);
+    detail::load_tile<float>(v_tile, dh, v_head + k0 * v.stride, v.stride, n, n, dh, dh, false);
     __syncthreads();
     if (!active) continue;
     float score = -INFINITY;
     if (lane < n) {
-      float dot = 0.0f;
       const float* kj = k_tile + lane * (dh + 1);
-      for (index d = 0; d < dh; ++d) dot += q_row[d] * kj[d];
-      score = dot * scale + (mask_row ? mask_row[k0 + lane] : 0.0f);
+      float partial[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four independent chains
+      int d = 0;
+      for (; d + 4 <= dh; d += 4)
+#pragma unroll
+        for (int u = 0; u < 4; ++u) partial[u] += q_row[d + u] * kj[d + u];
+      for (; d < dh; ++d) partial[0] += q_row[d] * kj[d];
+      score = ((partial[0] + partial[1]) + (partial[2] + partial[3])) * scale + (mask_row ? mask_row[k0 + lane] : 0.0f);
     }
     const float new_max = fmaxf(running_max, detail::warp_max(score));
     // exp(-inf - -inf) would be NaN: with every score so far -inf (impossible with finite masks) keep zeros.
@@ -303,11 +498,11 @@ __global__ void attention_kernel(matrix<const S> q, matrix<const S> k, matrix<co
     __syncwarp();
 #pragma unroll
     for (int c = 0; c < Chunks; ++c) acc[c] *= correction;
-    for (index j = 0; j < n; ++j) {
+    for (int j = 0; j < n; ++j) {
       const float w = p[j];
 #pragma unroll
       for (int c = 0; c < Chunks; ++c) {
-        const index d = lane + 32 * c;
+        const int d = lane + 32 * c;
         if (d < dh) acc[c] += w * v_tile[j * dh + d];
       }
     }
@@ -315,28 +510,33 @@ __global__ void attention_kernel(matrix<const S> q, matrix<const S> k, matrix<co
   }
   if (!active) return;
   const float inv = 1.0f / running_sum;
+  S* oi = out.data + (b * queries + i) * out.stride + h * dh;
 #pragma unroll
   for (int c = 0; c < Chunks; ++c) {
-    const index d = lane + 32 * c;
-    if (d < dh) out.data[(b * queries + i) * out.stride + h * dh + d] = detail::from_float<S>(acc[c] * inv);
+    const int d = lane + 32 * c;
+    if (d < dh) oi[d] = detail::from_float<S>(acc[c] * inv);
   }
 }
 
-// flash_attention: the bf16 / fp16 attention on tensor cores (WMMA 16 x 16 x 16, fp32 accumulation). A block of
-// four warps takes 64 query rows of one (batch, head), 16 rows per warp, and walks the keys in tiles of 64:
-//   S (16, 64) = Q_w K^T  -> shared memory; online softmax per row (running max, sum, correction), P rounded to
-//   the storage type as torch's SDPA rounds it; O (16, dp) = O * correction + P V, kept in shared memory.
+// flash_attention_kernel: bf16 / fp16 attention on tensor cores (WMMA 16 x 16 x 16, fp32 accumulation). A block
+// of four warps takes 64 query rows of one (batch, head), 16 rows per warp, and walks the keys in tiles of 64:
+//   S (16, 64) = Q_w K^T into shared memory (four independent accumulators);
+//   online softmax, a lane pair per row (32 keys each, interleaved): running max, sum and correction; P rounded
+//   to the storage type as torch's SDPA rounds it;
+//   O (16, dp) = O * correction + P V, O in shared memory between tiles, up to 8 independent accumulators.
 // The head dimension is zero-padded to dp, a multiple of 16 (ViT-g's 88 -> 96): zeros change no dot product.
+// Row strides of S and P are padded (68 floats, 72 halves) so the lane pairs' accesses spread over the banks.
 
 namespace detail {
 constexpr int flash_warps = 4, flash_rows = 16, flash_queries = flash_warps * flash_rows, flash_keys = 64;
+constexpr int flash_s_ld = flash_keys + 4, flash_p_ld = flash_keys + 8;
 
-inline index padded_head_dim(index head_dim) { return (head_dim + 15) / 16 * 16; }
-/// Floats of one warp's area: S (16, 64) float, P (16, 64) 2-byte, O (16, dp) float, max / sum / correction (16).
-__host__ __device__ inline index flash_warp_floats(index dp) {
-  return flash_rows * flash_keys + flash_rows * flash_keys / 2 + flash_rows * dp + 3 * flash_rows;
+inline int padded_head_dim(index head_dim) { return static_cast<int>((head_dim + 15) / 16 * 16); }
+/// Floats of one warp's area: S (16, 68) float, P (16, 72) 2-byte, O (16, dp) float, max / sum / correction (16).
+__host__ __device__ inline int flash_warp_floats(int dp) {
+  return flash_rows * flash_s_ld + flash_rows * flash_p_ld / 2 + flash_rows * dp + 3 * flash_rows;
 }
-inline std::size_t flash_shared_bytes(index dp) {
+inline std::size_t flash_shared_bytes(int dp) {
   return sizeof(std::uint16_t) * static_cast<std::size_t>(3 * flash_queries * dp) +
          sizeof(float) * static_cast<std::size_t>(flash_warps * flash_warp_floats(dp));
 }
@@ -344,85 +544,86 @@ inline std::size_t flash_shared_bytes(index dp) {
 
 template <class S>
 __global__ void flash_attention_kernel(matrix<const S> q, matrix<const S> k, matrix<const S> v, mask_arg mask, index queries,
-                                       index keys, index head_dim, index dp, float scale, matrix<S> out) {
+                                       index keys, index key_batch_rows, int head_dim, int dp, float scale, bool vector_ok,
+                                       matrix<S> out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace nvcuda;
-  constexpr int rows = detail::flash_rows, tile = detail::flash_keys;
+  constexpr int rows = detail::flash_rows, tile = detail::flash_keys, s_ld = detail::flash_s_ld, p_ld = detail::flash_p_ld;
+  constexpr int max_fragments = detail::attention_max_head_dim / 16;
   extern __shared__ __align__(128) unsigned char shared_bytes[];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const index b = blockIdx.z, h = blockIdx.y, q0 = static_cast<index>(blockIdx.x) * detail::flash_queries, dh = head_dim;
-  const S zero = detail::from_float<S>(0.0f);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, dh = head_dim, fragments = dp / 16;
+  const index b = blockIdx.z, h = blockIdx.y, q0 = static_cast<index>(blockIdx.x) * detail::flash_queries;
   S* q_tile = reinterpret_cast<S*>(shared_bytes);  // (64, dp)
   S* k_tile = q_tile + detail::flash_queries * dp;  // (64, dp)
   S* v_tile = k_tile + tile * dp;                   // (64, dp)
-  float* s_w = reinterpret_cast<float*>(v_tile + tile * dp) + warp * detail::flash_warp_floats(dp);  // (16, 64)
-  S* p_w = reinterpret_cast<S*>(s_w + rows * tile);                                                   // (16, 64)
-  float* o_w = s_w + rows * tile + rows * tile / 2;                                                   // (16, dp)
+  float* s_w = reinterpret_cast<float*>(v_tile + tile * dp) + warp * detail::flash_warp_floats(dp);  // (16, s_ld)
+  S* p_w = reinterpret_cast<S*>(s_w + rows * s_ld);                                                   // (16, p_ld)
+  float* o_w = s_w + rows * s_ld + rows * p_ld / 2;                                                   // (16, dp)
   float* row_max = o_w + rows * dp;
   float* row_sum = row_max + rows;
   float* row_correction = row_sum + rows;
 
-  for (index e = threadIdx.x; e < detail::flash_queries * dp; e += blockDim.x) {
-    const index r = e / dp, d = e % dp, i = q0 + r;
-    q_tile[e] = (i < queries && d < dh) ? q.data[(b * queries + i) * q.stride + h * dh + d] : zero;
-  }
-  for (index e = lane; e < rows * dp; e += 32) o_w[e] = 0.0f;
+  const int q_rows = queries - q0 < detail::flash_queries ? static_cast<int>(queries - q0) : detail::flash_queries;
+  detail::load_tile<S>(q_tile, dp, q.data + (b * queries + q0) * q.stride + h * dh, q.stride, q_rows, detail::flash_queries, dh, dp,
+                       vector_ok);
+  for (int e = lane; e < rows * dp; e += 32) o_w[e] = 0.0f;
   if (lane < rows) row_max[lane] = -INFINITY, row_sum[lane] = 0.0f;
-
-  // Softmax rows: lane pair (2r, 2r + 1) owns row r, 32 columns each.
+  const S* k_head = k.data + b * key_batch_rows * k.stride + h * dh;
+  const S* v_head = v.data + b * key_batch_rows * v.stride + h * dh;
+  // This lane's softmax row (lane pairs) and its mask.
   const int my_row = lane / 2, half = lane % 2;
   const index my_query = q0 + warp * rows + my_row;
-  const float* mask_row = nullptr;
-  if (mask.data && my_query < queries)
-    mask_row = mask.data + (((mask.batch == 1 ? 0 : b) * mask.heads + (mask.heads == 1 ? 0 : h)) * mask.queries +
-                            (mask.queries == 1 ? 0 : my_query)) * keys;
+  const float* mask_row = my_query < queries ? detail::mask_row_of(mask, b, h, my_query, keys) : nullptr;
 
   for (index k0 = 0; k0 < keys; k0 += tile) {
-    const index n = keys - k0 < tile ? keys - k0 : tile;
+    const int n = keys - k0 < tile ? static_cast<int>(keys - k0) : tile;
     __syncthreads();  // the previous K / V tile is no longer read (and the Q tile is complete)
-    for (index e = threadIdx.x; e < tile * dp; e += blockDim.x) {
-      const index j = e / dp, d = e % dp;
-      const bool inside = j < n && d < dh;
-      const index at = (b * keys + k0 + j);
-      k_tile[e] = inside ? k.data[at * k.stride + h * dh + d] : zero;
-      v_tile[e] = inside ? v.data[at * v.stride + h * dh + d] : zero;
-    }
+    detail::load_tile<S>(k_tile, dp, k_head + k0 * k.stride, k.stride, n, tile, dh, dp, vector_ok);
+    detail::load_tile<S>(v_tile, dp, v_head + k0 * v.stride, v.stride, n, tile, dh, dp, vector_ok);
     __syncthreads();
 
-    for (int nb = 0; nb < tile / 16; ++nb) {  // S = Q_w K^T, 16 keys at a time
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (index kk = 0; kk < dp; kk += 16) {
+    {  // S = Q_w K^T: the query fragment is loaded once per 16 columns of the head and used for all 64 keys
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[tile / 16];
+#pragma unroll
+      for (int nb = 0; nb < tile / 16; ++nb) wmma::fill_fragment(acc[nb], 0.0f);
+      for (int kk = 0; kk < dp; kk += 16) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> kt;
-        wmma::load_matrix_sync(a, q_tile + warp * rows * dp + kk, static_cast<unsigned>(dp));
-        wmma::load_matrix_sync(kt, k_tile + nb * 16 * dp + kk, static_cast<unsigned>(dp));
-        wmma::mma_sync(acc, a, kt, acc);
+        wmma::load_matrix_sync(a, q_tile + warp * rows * dp + kk, dp);
+#pragma unroll
+        for (int nb = 0; nb < tile / 16; ++nb) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> kt;
+          wmma::load_matrix_sync(kt, k_tile + nb * 16 * dp + kk, dp);
+          wmma::mma_sync(acc[nb], a, kt, acc[nb]);
+        }
       }
-      wmma::store_matrix_sync(s_w + nb * 16, acc, tile, wmma::mem_row_major);
+#pragma unroll
+      for (int nb = 0; nb < tile / 16; ++nb) wmma::store_matrix_sync(s_w + nb * 16, acc[nb], s_ld, wmma::mem_row_major);
     }
     __syncwarp();
 
-    {
-      float* srow = s_w + my_row * tile + half * 32;
+    {  // online softmax: lanes 2r and 2r + 1 take row r, keys j = half + 2c
+      float* srow = s_w + my_row * s_ld;
       float tile_max = -INFINITY;
-      for (int c = 0; c < 32; ++c) {
-        const index j = half * 32 + c;
-        const float value = j < n ? srow[c] * scale + (mask_row ? mask_row[k0 + j] : 0.0f) : -INFINITY;
-        srow[c] = value;
+#pragma unroll 8
+      for (int c = 0; c < tile / 2; ++c) {
+        const int j = half + 2 * c;
+        const float value = j < n ? srow[j] * scale + (mask_row ? mask_row[k0 + j] : 0.0f) : -INFINITY;
+        srow[j] = value;
         tile_max = fmaxf(tile_max, value);
       }
       tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
       const float old_max = row_max[my_row], new_max = fmaxf(old_max, tile_max);
       const float correction = old_max == -INFINITY ? 0.0f : __expf(old_max - new_max);
       float sum = 0.0f;
-      S* prow = p_w + my_row * tile + half * 32;
-      for (int c = 0; c < 32; ++c) {
-        const float p = srow[c] == -INFINITY ? 0.0f : __expf(srow[c] - new_max);
-        sum += p;
-        prow[c] = detail::from_float<S>(p);
+      S* prow = p_w + my_row * p_ld;
+#pragma unroll 8
+      for (int c = 0; c < tile / 2; ++c) {
+        const int j = half + 2 * c;
+        const float pv = srow[j] == -INFINITY ? 0.0f : __expf(srow[j] - new_max);
+        sum += pv;
+        prow[j] = detail::from_float<S>(pv);
       }
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);  // also: both lanes of the pair have read row_max
       if (half == 0) {
         row_max[my_row] = new_max;
         row_sum[my_row] = row_sum[my_row] * correction + sum;
@@ -430,25 +631,39 @@ __global__ void flash_attention_kernel(matrix<const S> q, matrix<const S> k, mat
       }
     }
     __syncwarp();
-    for (index e = lane; e < rows * dp; e += 32) o_w[e] *= row_correction[e / dp];
+    for (int r = 0; r < rows; ++r) {
+      const float correction = row_correction[r];
+      for (int d = lane; d < dp; d += 32) o_w[r * dp + d] *= correction;
+    }
     __syncwarp();
-    for (index jb = 0; jb < dp; jb += 16) {  // O += P V, 16 output columns at a time
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-      wmma::load_matrix_sync(o, o_w + jb, static_cast<unsigned>(dp), wmma::mem_row_major);
+    {  // O += P V: P's fragment loaded once per 16 keys and used for every 16 output columns
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o[max_fragments];
+#pragma unroll
+      for (int j = 0; j < max_fragments; ++j)
+        if (j < fragments) wmma::load_matrix_sync(o[j], o_w + j * 16, dp, wmma::mem_row_major);
       for (int kk = 0; kk < tile; kk += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> p;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::row_major> vt;
-        wmma::load_matrix_sync(p, p_w + kk, tile);
-        wmma::load_matrix_sync(vt, v_tile + kk * dp + jb, static_cast<unsigned>(dp));
-        wmma::mma_sync(o, p, vt, o);
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> pa;
+        wmma::load_matrix_sync(pa, p_w + kk, p_ld);
+#pragma unroll
+        for (int j = 0; j < max_fragments; ++j)
+          if (j < fragments) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::row_major> vt;
+            wmma::load_matrix_sync(vt, v_tile + kk * dp + j * 16, dp);
+            wmma::mma_sync(o[j], pa, vt, o[j]);
+          }
       }
-      wmma::store_matrix_sync(o_w + jb, o, static_cast<unsigned>(dp), wmma::mem_row_major);
+#pragma unroll
+      for (int j = 0; j < max_fragments; ++j)
+        if (j < fragments) wmma::store_matrix_sync(o_w + j * 16, o[j], dp, wmma::mem_row_major);
     }
     __syncwarp();
   }
-  for (index e = lane; e < rows * dh; e += 32) {
-    const index r = e / dh, d = e % dh, i = q0 + warp * rows + r;
-    if (i < queries) out.data[(b * queries + i) * out.stride + h * dh + d] = detail::from_float<S>(o_w[r * dp + d] / row_sum[r]);
+  for (int r = 0; r < rows; ++r) {
+    const index i = q0 + warp * rows + r;
+    if (i >= queries) break;
+    const float inv = 1.0f / row_sum[r];
+    S* oi = out.data + (b * queries + i) * out.stride + h * dh;
+    for (int d = lane; d < dh; d += 32) oi[d] = detail::from_float<S>(o_w[r * dp + d] * inv);
   }
 #else
   __trap();  // flash_attention needs sm_80 or newer; attention() picks attention_kernel there
@@ -467,7 +682,7 @@ inline bool device_has_wmma_bf16() {
 
 template <class T>
 void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix<const T> v, mask_arg mask, index batch,
-               index queries, index keys, index heads, float scale, matrix<T> out) {
+               index queries, index keys, index key_batch_rows, index heads, float scale, matrix<T> out) {
   using S = detail::storage_t<T>;
   const index head_dim = q.cols / heads;
   if (head_dim > detail::attention_max_head_dim)
@@ -475,18 +690,22 @@ void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix
                            std::to_string(detail::attention_max_head_dim));
   if (batch == 0 || queries == 0) return;
   if constexpr (!std::is_same_v<T, float>) {
+    // Tensor cores from a full 64-row query tile on; fewer queries (a decoding step, the Q-Former's 32) leave
+    // most of the tile idle, and the warp-per-query kernel spreads them over more blocks.
     static const bool tensor_cores = detail::device_has_wmma_bf16();
-    if (tensor_cores) {
+    if (tensor_cores && queries >= detail::flash_queries) {
       static const bool configured = [] {  // the largest tile set (dp = 128) needs more than the default 48 KB
         return cudaFuncSetAttribute(flash_attention_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(detail::flash_shared_bytes(detail::attention_max_head_dim))) == cudaSuccess;
       }();
       if (!configured) throw error("CUDA: cannot give flash_attention_kernel its shared memory");
-      const index dp = detail::padded_head_dim(head_dim);
+      const int dp = detail::padded_head_dim(head_dim);
+      const bool vector_ok = detail::vector_loads<T>(head_dim, {&q, &k, &v});
       const dim3 grid(static_cast<unsigned>((queries + detail::flash_queries - 1) / detail::flash_queries),
                       static_cast<unsigned>(heads), static_cast<unsigned>(batch));
       flash_attention_kernel<S><<<grid, detail::flash_warps * 32, detail::flash_shared_bytes(dp), stream>>>(
-          detail::device(q), detail::device(k), detail::device(v), mask, queries, keys, head_dim, dp, scale, detail::device(out));
+          detail::device(q), detail::device(k), detail::device(v), mask, queries, keys, key_batch_rows, static_cast<int>(head_dim), dp,
+          scale, vector_ok, detail::device(out));
       detail::check_launch("flash_attention_kernel");
       return;
     }
@@ -496,7 +715,8 @@ void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix
   const std::size_t bytes = detail::attention_shared_bytes(head_dim);
   auto launch = [&](auto kernel) {
     kernel<<<grid, detail::attention_warps * 32, bytes, stream>>>(detail::device(q), detail::device(k), detail::device(v), mask,
-                                                                  queries, keys, head_dim, scale, detail::device(out));
+                                                                  queries, keys, key_batch_rows, static_cast<int>(head_dim), scale,
+                                                                  detail::device(out));
   };
   switch ((head_dim + 31) / 32) {
     case 1: launch(attention_kernel<S, 1>); break;

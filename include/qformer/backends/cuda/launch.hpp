@@ -56,10 +56,12 @@ struct mask_arg {
 };
 
 /// out_h = softmax(q_h k_h^T * scale + mask) v_h for every batch row b and head h. q / out (B * Lq, H * dh)
-/// rows, k / v (B * Lk, H * dh) rows; head_dim at most 128. out must not overlap the inputs.
+/// rows; batch row b's keys and values are rows [b * key_batch_rows, b * key_batch_rows + keys) of k / v
+/// (key_batch_rows = keys for plain attention, the capacity for a KV cache); head_dim at most 128. out must not
+/// overlap the inputs.
 template <class T>
 void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix<const T> v, mask_arg mask, index batch,
-               index queries, index keys, index heads, float scale, matrix<T> out);
+               index queries, index keys, index key_batch_rows, index heads, float scale, matrix<T> out);
 
 /// im2col of a stride-p Conv2d: pixels (B, C, H, W) float contiguous -> patches (B * (H/p)(W/p), C p p).
 template <class T>
