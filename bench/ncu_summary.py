@@ -16,7 +16,7 @@ import re
 import sys
 from collections import defaultdict
 
-UNIT = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+UNIT = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}
 
 
 def short(name: str) -> str:
@@ -43,7 +43,11 @@ def main() -> int:
     for record in csv.DictReader(rows):
         if record.get("Metric Name") != "gpu__time_duration.sum":
             continue
-        value = float(record["Metric Value"].replace(",", "")) * UNIT.get(record["Metric Unit"], 1.0)
+        unit = record["Metric Unit"]
+        if unit not in UNIT:
+            print(f"unknown time unit {unit!r}", file=sys.stderr)
+            return 1
+        value = float(record["Metric Value"].replace(",", "")) * UNIT[unit]
         key = (short(record["Kernel Name"]), record.get("Grid Size", ""))
         totals[key][0] += 1
         totals[key][1] += value

@@ -14,7 +14,6 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <mma.h>
 
 #include <algorithm>
 #include <cmath>
@@ -124,15 +123,19 @@ __device__ __forceinline__ void load_row(const S* row, index cols, float (&v)[no
 }  // namespace detail
 
 template <class S>
-__global__ void __launch_bounds__(row_threads_v, 3) layer_norm_kernel(matrix<const S> x, const S* w, const S* b, float eps, matrix<S> y) {
+__global__ void __launch_bounds__(row_threads_v, 2) layer_norm_kernel(matrix<const S> x, const S* w, const S* b, float eps, matrix<S> y) {
   __shared__ float scratch[32];
   const bool in_registers = x.cols <= static_cast<index>(blockDim.x) * detail::norm_per_thread;
   for (index r = blockIdx.x; r < x.rows; r += gridDim.x) {
     const S* xr = x.data + r * x.stride;
     S* yr = y.data + r * y.stride;
     if (in_registers) {
-      float v[detail::norm_per_thread];
+      // Row, weight and bias all loaded before the first store: y may alias x, so a load after a store would
+      // wait for it, and the row's latency would be paid once per element.
+      float v[detail::norm_per_thread], wv[detail::norm_per_thread], bv[detail::norm_per_thread];
       detail::load_row(xr, x.cols, v);
+      detail::load_row(w, x.cols, wv);
+      detail::load_row(b, x.cols, bv);
       float sum = 0.0f;
 #pragma unroll
       for (int k = 0; k < detail::norm_per_thread; ++k) sum += v[k];
@@ -148,7 +151,7 @@ __global__ void __launch_bounds__(row_threads_v, 3) layer_norm_kernel(matrix<con
 #pragma unroll
       for (int k = 0; k < detail::norm_per_thread; ++k) {
         const int c = threadIdx.x + k * blockDim.x;
-        if (c < x.cols) yr[c] = detail::from_float<S>((v[k] - mean) * inv * detail::to_float(w[c]) + detail::to_float(b[c]));
+        if (c < x.cols) yr[c] = detail::from_float<S>((v[k] - mean) * inv * wv[k] + bv[k]);
       }
       continue;
     }
@@ -166,26 +169,17 @@ __global__ void __launch_bounds__(row_threads_v, 3) layer_norm_kernel(matrix<con
   }
 }
 
-template <class T>
-void layer_norm(cudaStream_t stream, matrix<const T> x, const T* w, const T* b, float eps, matrix<T> y) {
-  using S = detail::storage_t<T>;
-  if (x.rows == 0) return;
-  const unsigned blocks = static_cast<unsigned>(std::min<index>(x.rows, 65535));
-  layer_norm_kernel<S><<<blocks, detail::row_threads, 0, stream>>>(detail::device(x), reinterpret_cast<const S*>(w),
-                                                                    reinterpret_cast<const S*>(b), eps, detail::device(y));
-  detail::check_launch("layer_norm_kernel");
-}
-
 template <class S>
-__global__ void __launch_bounds__(row_threads_v, 3) rms_norm_kernel(matrix<const S> x, const S* w, float eps, matrix<S> y) {
+__global__ void __launch_bounds__(row_threads_v, 2) rms_norm_kernel(matrix<const S> x, const S* w, float eps, matrix<S> y) {
   __shared__ float scratch[32];
   const bool in_registers = x.cols <= static_cast<index>(blockDim.x) * detail::norm_per_thread;
   for (index r = blockIdx.x; r < x.rows; r += gridDim.x) {
     const S* xr = x.data + r * x.stride;
     S* yr = y.data + r * y.stride;
-    if (in_registers) {
-      float v[detail::norm_per_thread];
+    if (in_registers) {  // as layer_norm_kernel: every load before the first store
+      float v[detail::norm_per_thread], wv[detail::norm_per_thread];
       detail::load_row(xr, x.cols, v);
+      detail::load_row(w, x.cols, wv);
       float squares = 0.0f;
 #pragma unroll
       for (int k = 0; k < detail::norm_per_thread; ++k) squares += v[k] * v[k];
@@ -193,7 +187,7 @@ __global__ void __launch_bounds__(row_threads_v, 3) rms_norm_kernel(matrix<const
 #pragma unroll
       for (int k = 0; k < detail::norm_per_thread; ++k) {
         const int c = threadIdx.x + k * blockDim.x;
-        if (c < x.cols) yr[c] = detail::from_float<S>(v[k] * inv * detail::to_float(w[c]));
+        if (c < x.cols) yr[c] = detail::from_float<S>(v[k] * inv * wv[k]);
       }
       continue;
     }
@@ -328,6 +322,76 @@ void binary(cudaStream_t stream, binary_op op, matrix<const T> a, matrix<const T
                                                                                                     detail::device(y));
   }
   detail::check_launch("binary_kernel");
+}
+
+// layer_norm_warp_kernel: one warp per row for rows of up to 2048 elements that can be read 16 bytes at a time
+// (every BLIP-2 layer norm but OPT-2.7b's 2560): the row in registers, mean and variance by warp shuffles, no
+// block barriers; eight rows per block. layer_norm() picks it over the block-per-row kernel where it applies.
+namespace detail {
+constexpr int norm_warp_values = 64;  // per lane: cols <= 32 * 64
+}
+
+template <class S>
+__global__ void layer_norm_warp_kernel(matrix<const S> x, const S* __restrict__ w, const S* __restrict__ b, float eps, matrix<S> y) {
+  using vec = detail::vec16<S>;
+  constexpr int chunks_per_lane = detail::norm_warp_values / vec::size;
+  const int lane = threadIdx.x % 32, warps = blockDim.x / 32, chunks = static_cast<int>(x.cols / vec::size);
+  for (index r = static_cast<index>(blockIdx.x) * warps + threadIdx.x / 32; r < x.rows; r += static_cast<index>(gridDim.x) * warps) {
+    const S* xr = x.data + r * x.stride;
+    S* yr = y.data + r * y.stride;
+    float v[chunks_per_lane][vec::size];
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < chunks_per_lane; ++k) {
+      const int c = lane + 32 * k;
+      vec in;
+      if (c < chunks) in.bits = *reinterpret_cast<const uint4*>(xr + c * vec::size);
+#pragma unroll
+      for (int e = 0; e < vec::size; ++e) {
+        v[k][e] = c < chunks ? detail::to_float(in.values[e]) : 0.0f;
+        sum += v[k][e];
+      }
+    }
+    const float mean = detail::warp_sum(sum) / float(x.cols);
+    float squares = 0.0f;
+#pragma unroll
+    for (int k = 0; k < chunks_per_lane; ++k)
+      if (lane + 32 * k < chunks)
+#pragma unroll
+        for (int e = 0; e < vec::size; ++e) squares += (v[k][e] - mean) * (v[k][e] - mean);
+    const float inv = 1.0f / sqrtf(detail::warp_sum(squares) / float(x.cols) + eps);
+#pragma unroll
+    for (int k = 0; k < chunks_per_lane; ++k) {
+      const int c = lane + 32 * k;
+      if (c >= chunks) break;
+      vec wv, bv, result;
+      wv.bits = *reinterpret_cast<const uint4*>(w + c * vec::size);
+      bv.bits = *reinterpret_cast<const uint4*>(b + c * vec::size);
+#pragma unroll
+      for (int e = 0; e < vec::size; ++e)
+        result.values[e] = detail::from_float<S>((v[k][e] - mean) * inv * detail::to_float(wv.values[e]) + detail::to_float(bv.values[e]));
+      *reinterpret_cast<uint4*>(yr + c * vec::size) = result.bits;
+    }
+  }
+}
+
+template <class T>
+void layer_norm(cudaStream_t stream, matrix<const T> x, const T* w, const T* b, float eps, matrix<T> y) {
+  using S = detail::storage_t<T>;
+  if (x.rows == 0) return;
+  if (x.cols <= 32 * detail::norm_warp_values &&
+      detail::vectorisable<T>(x.cols, {{x.data, x.stride}, {y.data, y.stride}, {w, x.cols}, {b, x.cols}})) {
+    constexpr int warps = detail::row_threads / 32;
+    const unsigned blocks = static_cast<unsigned>(std::min<index>((x.rows + warps - 1) / warps, 65535));
+    layer_norm_warp_kernel<S><<<blocks, detail::row_threads, 0, stream>>>(detail::device(x), reinterpret_cast<const S*>(w),
+                                                                          reinterpret_cast<const S*>(b), eps, detail::device(y));
+    detail::check_launch("layer_norm_warp_kernel");
+    return;
+  }
+  const unsigned blocks = static_cast<unsigned>(std::min<index>(x.rows, 65535));
+  layer_norm_kernel<S><<<blocks, detail::row_threads, 0, stream>>>(detail::device(x), reinterpret_cast<const S*>(w),
+                                                                    reinterpret_cast<const S*>(b), eps, detail::device(y));
+  detail::check_launch("layer_norm_kernel");
 }
 
 template <class SS, class ST>
@@ -518,161 +582,300 @@ __global__ void attention_kernel(matrix<const S> q, matrix<const S> k, matrix<co
   }
 }
 
-// flash_attention_kernel: bf16 / fp16 attention on tensor cores (WMMA 16 x 16 x 16, fp32 accumulation). A block
-// of four warps takes 64 query rows of one (batch, head), 16 rows per warp, and walks the keys in tiles of 64:
-//   S (16, 64) = Q_w K^T into shared memory (four independent accumulators);
-//   online softmax, a lane pair per row (32 keys each, interleaved): running max, sum and correction; P rounded
-//   to the storage type as torch's SDPA rounds it;
-//   O (16, dp) = O * correction + P V, O in shared memory between tiles, up to 8 independent accumulators.
+// flash_attention_kernel: bf16 / fp16 attention on tensor cores, FlashAttention-2 style. A block of four warps
+// takes 64 query rows of one (batch, head), 16 rows per warp, and walks the keys in tiles of 64 (K and V tiles in
+// shared memory, rows padded by 8 elements so ldmatrix reads hit distinct banks). Everything else stays in
+// registers, in the layouts of mma.sync.m16n8k16 (fp32 accumulation):
+//   S (16, 64) = Q_w K^T     Q fragments loaded once; 8 accumulators of 16 x 8 keys
+//   online softmax           thread (g = lane / 4, t = lane % 4) holds rows g and g + 8, keys 8 j + 2 t, + 1;
+//                            row max and sum over the 4 threads of a row by two shuffles
+//   O (16, dp) += P V        P re-packed from S's accumulators straight into A fragments (the C layout of
+//                            two 16 x 8 blocks is the A layout of one 16 x 16), rounded to the storage type as
+//                            torch's SDPA rounds it; V fragments by ldmatrix.trans
 // The head dimension is zero-padded to dp, a multiple of 16 (ViT-g's 88 -> 96): zeros change no dot product.
-// Row strides of S and P are padded (68 floats, 72 halves) so the lane pairs' accesses spread over the banks.
 
 namespace detail {
 constexpr int flash_warps = 4, flash_rows = 16, flash_queries = flash_warps * flash_rows, flash_keys = 64;
-constexpr int flash_s_ld = flash_keys + 4, flash_p_ld = flash_keys + 8;
 
 inline int padded_head_dim(index head_dim) { return static_cast<int>((head_dim + 15) / 16 * 16); }
-/// Floats of one warp's area: S (16, 68) float, P (16, 72) 2-byte, O (16, dp) float, max / sum / correction (16).
-__host__ __device__ inline int flash_warp_floats(int dp) {
-  return flash_rows * flash_s_ld + flash_rows * flash_p_ld / 2 + flash_rows * dp + 3 * flash_rows;
+/// Shared memory: Q, K, V tiles of (64, dp + 8) 2-byte elements.
+inline std::size_t flash_shared_bytes(int dp) { return sizeof(std::uint16_t) * static_cast<std::size_t>(3 * flash_keys * (dp + 8)); }
+
+__device__ __forceinline__ unsigned shared_address(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(p)));
 }
-inline std::size_t flash_shared_bytes(int dp) {
-  return sizeof(std::uint16_t) * static_cast<std::size_t>(3 * flash_queries * dp) +
-         sizeof(float) * static_cast<std::size_t>(flash_warps * flash_warp_floats(dp));
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(p)));
+}
+
+/// d (16 x 8, fp32) += a (16 x 16) b (16 x 8), bf16 or fp16 operands.
+template <class S>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  if constexpr (std::is_same_v<S, __nv_bfloat16>) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+/// Two floats rounded to S and packed (the first in the low half: the lower column of an mma operand).
+template <class S>
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<S, __nv_bfloat16>) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&v);
+  } else {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&v);
+  }
 }
 }  // namespace detail
 
 template <class S>
-__global__ void flash_attention_kernel(matrix<const S> q, matrix<const S> k, matrix<const S> v, mask_arg mask, index queries,
-                                       index keys, index key_batch_rows, int head_dim, int dp, float scale, bool vector_ok,
-                                       matrix<S> out) {
+__global__ void __launch_bounds__(detail::flash_warps * 32)
+    flash_attention_kernel(matrix<const S> q, matrix<const S> k, matrix<const S> v, mask_arg mask, index queries, index keys,
+                           index key_batch_rows, int head_dim, int dp, float scale, bool vector_ok, matrix<S> out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  using namespace nvcuda;
-  constexpr int rows = detail::flash_rows, tile = detail::flash_keys, s_ld = detail::flash_s_ld, p_ld = detail::flash_p_ld;
-  constexpr int max_fragments = detail::attention_max_head_dim / 16;
+  constexpr int tile = detail::flash_keys, max_k_steps = detail::attention_max_head_dim / 16;
+  constexpr int key_blocks = tile / 8, max_d_blocks = detail::attention_max_head_dim / 8;
   extern __shared__ __align__(128) unsigned char shared_bytes[];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, dh = head_dim, fragments = dp / 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, dh = head_dim, ld = dp + 8;
+  const int k_steps = dp / 16, d_blocks = dp / 8;
   const index b = blockIdx.z, h = blockIdx.y, q0 = static_cast<index>(blockIdx.x) * detail::flash_queries;
-  S* q_tile = reinterpret_cast<S*>(shared_bytes);  // (64, dp)
-  S* k_tile = q_tile + detail::flash_queries * dp;  // (64, dp)
-  S* v_tile = k_tile + tile * dp;                   // (64, dp)
-  float* s_w = reinterpret_cast<float*>(v_tile + tile * dp) + warp * detail::flash_warp_floats(dp);  // (16, s_ld)
-  S* p_w = reinterpret_cast<S*>(s_w + rows * s_ld);                                                   // (16, p_ld)
-  float* o_w = s_w + rows * s_ld + rows * p_ld / 2;                                                   // (16, dp)
-  float* row_max = o_w + rows * dp;
-  float* row_sum = row_max + rows;
-  float* row_correction = row_sum + rows;
+  S* q_tile = reinterpret_cast<S*>(shared_bytes);  // (64, ld)
+  S* k_tile = q_tile + tile * ld;                   // (64, ld)
+  S* v_tile = k_tile + tile * ld;                   // (64, ld)
 
   const int q_rows = queries - q0 < detail::flash_queries ? static_cast<int>(queries - q0) : detail::flash_queries;
-  detail::load_tile<S>(q_tile, dp, q.data + (b * queries + q0) * q.stride + h * dh, q.stride, q_rows, detail::flash_queries, dh, dp,
+  detail::load_tile<S>(q_tile, ld, q.data + (b * queries + q0) * q.stride + h * dh, q.stride, q_rows, detail::flash_queries, dh, dp,
                        vector_ok);
-  for (int e = lane; e < rows * dp; e += 32) o_w[e] = 0.0f;
-  if (lane < rows) row_max[lane] = -INFINITY, row_sum[lane] = 0.0f;
+  __syncthreads();
+  unsigned q_frag[max_k_steps][4];  // this warp's 16 query rows as A fragments, 16 head columns per step
+#pragma unroll
+  for (int s = 0; s < max_k_steps; ++s)
+    if (s < k_steps) detail::ldmatrix_x4(q_frag[s], q_tile + (warp * 16 + lane % 16) * ld + s * 16 + (lane / 16) * 8);
+
   const S* k_head = k.data + b * key_batch_rows * k.stride + h * dh;
   const S* v_head = v.data + b * key_batch_rows * v.stride + h * dh;
-  // This lane's softmax row (lane pairs) and its mask.
-  const int my_row = lane / 2, half = lane % 2;
-  const index my_query = q0 + warp * rows + my_row;
-  const float* mask_row = my_query < queries ? detail::mask_row_of(mask, b, h, my_query, keys) : nullptr;
+  const index row_query[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+  const float* mask_rows[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+    mask_rows[half] = row_query[half] < queries ? detail::mask_row_of(mask, b, h, row_query[half], keys) : nullptr;
+
+  float o[max_d_blocks][4];
+#pragma unroll
+  for (int j = 0; j < max_d_blocks; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float running_max[2] = {-INFINITY, -INFINITY}, running_sum[2] = {0.0f, 0.0f};
 
   for (index k0 = 0; k0 < keys; k0 += tile) {
     const int n = keys - k0 < tile ? static_cast<int>(keys - k0) : tile;
-    __syncthreads();  // the previous K / V tile is no longer read (and the Q tile is complete)
-    detail::load_tile<S>(k_tile, dp, k_head + k0 * k.stride, k.stride, n, tile, dh, dp, vector_ok);
-    detail::load_tile<S>(v_tile, dp, v_head + k0 * v.stride, v.stride, n, tile, dh, dp, vector_ok);
+    __syncthreads();  // every warp is done with the previous K / V tile
+    detail::load_tile<S>(k_tile, ld, k_head + k0 * k.stride, k.stride, n, tile, dh, dp, vector_ok);
+    detail::load_tile<S>(v_tile, ld, v_head + k0 * v.stride, v.stride, n, tile, dh, dp, vector_ok);
     __syncthreads();
 
-    {  // S = Q_w K^T: the query fragment is loaded once per 16 columns of the head and used for all 64 keys
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[tile / 16];
+    float score[key_blocks][4];  // S: block j holds keys 8 j + 2 t, + 1 of rows g (0, 1) and g + 8 (2, 3)
 #pragma unroll
-      for (int nb = 0; nb < tile / 16; ++nb) wmma::fill_fragment(acc[nb], 0.0f);
-      for (int kk = 0; kk < dp; kk += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> a;
-        wmma::load_matrix_sync(a, q_tile + warp * rows * dp + kk, dp);
+    for (int j = 0; j < key_blocks; ++j) score[j][0] = score[j][1] = score[j][2] = score[j][3] = 0.0f;
 #pragma unroll
-        for (int nb = 0; nb < tile / 16; ++nb) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> kt;
-          wmma::load_matrix_sync(kt, k_tile + nb * 16 * dp + kk, dp);
-          wmma::mma_sync(acc[nb], a, kt, acc[nb]);
-        }
+    for (int s = 0; s < max_k_steps; ++s) {
+      if (s >= k_steps) break;
+#pragma unroll
+      for (int pair = 0; pair < key_blocks / 2; ++pair) {  // 16 keys: two B fragments from one ldmatrix.x4
+        unsigned kb[4];
+        detail::ldmatrix_x4(kb, k_tile + (pair * 16 + (lane / 16) * 8 + lane % 8) * ld + s * 16 + ((lane / 8) % 2) * 8);
+        detail::mma_16816<S>(score[2 * pair], q_frag[s], kb[0], kb[1]);
+        detail::mma_16816<S>(score[2 * pair + 1], q_frag[s], kb[2], kb[3]);
       }
-#pragma unroll
-      for (int nb = 0; nb < tile / 16; ++nb) wmma::store_matrix_sync(s_w + nb * 16, acc[nb], s_ld, wmma::mem_row_major);
     }
-    __syncwarp();
 
-    {  // online softmax: lanes 2r and 2r + 1 take row r, keys j = half + 2c
-      float* srow = s_w + my_row * s_ld;
-      float tile_max = -INFINITY;
-#pragma unroll 8
-      for (int c = 0; c < tile / 2; ++c) {
-        const int j = half + 2 * c;
-        const float value = j < n ? srow[j] * scale + (mask_row ? mask_row[k0 + j] : 0.0f) : -INFINITY;
-        srow[j] = value;
-        tile_max = fmaxf(tile_max, value);
-      }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      const float old_max = row_max[my_row], new_max = fmaxf(old_max, tile_max);
-      const float correction = old_max == -INFINITY ? 0.0f : __expf(old_max - new_max);
-      float sum = 0.0f;
-      S* prow = p_w + my_row * p_ld;
-#pragma unroll 8
-      for (int c = 0; c < tile / 2; ++c) {
-        const int j = half + 2 * c;
-        const float pv = srow[j] == -INFINITY ? 0.0f : __expf(srow[j] - new_max);
-        sum += pv;
-        prow[j] = detail::from_float<S>(pv);
-      }
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);  // also: both lanes of the pair have read row_max
-      if (half == 0) {
-        row_max[my_row] = new_max;
-        row_sum[my_row] = row_sum[my_row] * correction + sum;
-        row_correction[my_row] = correction;
-      }
-    }
-    __syncwarp();
-    for (int r = 0; r < rows; ++r) {
-      const float correction = row_correction[r];
-      for (int d = lane; d < dp; d += 32) o_w[r * dp + d] *= correction;
-    }
-    __syncwarp();
-    {  // O += P V: P's fragment loaded once per 16 keys and used for every 16 output columns
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o[max_fragments];
+    float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int j = 0; j < max_fragments; ++j)
-        if (j < fragments) wmma::load_matrix_sync(o[j], o_w + j * 16, dp, wmma::mem_row_major);
-      for (int kk = 0; kk < tile; kk += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> pa;
-        wmma::load_matrix_sync(pa, p_w + kk, p_ld);
+    for (int j = 0; j < key_blocks; ++j)
 #pragma unroll
-        for (int j = 0; j < max_fragments; ++j)
-          if (j < fragments) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::row_major> vt;
-            wmma::load_matrix_sync(vt, v_tile + kk * dp + j * 16, dp);
-            wmma::mma_sync(o[j], pa, vt, o[j]);
-          }
+      for (int e = 0; e < 4; ++e) {
+        const int half = e / 2, key = 8 * j + 2 * t + e % 2;
+        float value = -INFINITY;
+        if (key < n) value = score[j][e] * scale + (mask_rows[half] ? mask_rows[half][k0 + key] : 0.0f);
+        score[j][e] = value;
+        tile_max[half] = fmaxf(tile_max[half], value);
+      }
+    float correction[2], tile_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      tile_max[half] = fmaxf(tile_max[half], __shfl_xor_sync(0xffffffffu, tile_max[half], 1));
+      tile_max[half] = fmaxf(tile_max[half], __shfl_xor_sync(0xffffffffu, tile_max[half], 2));
+      const float new_max = fmaxf(running_max[half], tile_max[half]);
+      correction[half] = running_max[half] == -INFINITY ? 0.0f : __expf(running_max[half] - new_max);
+      running_max[half] = new_max;
+    }
+#pragma unroll
+    for (int j = 0; j < key_blocks; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int half = e / 2;
+        const float p = score[j][e] == -INFINITY ? 0.0f : __expf(score[j][e] - running_max[half]);
+        score[j][e] = p;
+        tile_sum[half] += p;
       }
 #pragma unroll
-      for (int j = 0; j < max_fragments; ++j)
-        if (j < fragments) wmma::store_matrix_sync(o_w + j * 16, o[j], dp, wmma::mem_row_major);
+    for (int half = 0; half < 2; ++half) {
+      tile_sum[half] += __shfl_xor_sync(0xffffffffu, tile_sum[half], 1);
+      tile_sum[half] += __shfl_xor_sync(0xffffffffu, tile_sum[half], 2);
+      running_sum[half] = running_sum[half] * correction[half] + tile_sum[half];
     }
-    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < max_d_blocks; ++j) {
+      o[j][0] *= correction[0], o[j][1] *= correction[0];
+      o[j][2] *= correction[1], o[j][3] *= correction[1];
+    }
+
+#pragma unroll
+    for (int s = 0; s < tile / 16; ++s) {  // 16 keys per step: P's A fragment from S blocks 2 s and 2 s + 1
+      const unsigned p_frag[4] = {detail::pack2<S>(score[2 * s][0], score[2 * s][1]), detail::pack2<S>(score[2 * s][2], score[2 * s][3]),
+                                  detail::pack2<S>(score[2 * s + 1][0], score[2 * s + 1][1]),
+                                  detail::pack2<S>(score[2 * s + 1][2], score[2 * s + 1][3])};
+#pragma unroll
+      for (int pair = 0; pair < max_d_blocks / 2; ++pair) {  // 16 head columns: two B fragments per ldmatrix.x4.trans
+        if (2 * pair >= d_blocks) break;
+        unsigned vb[4];
+        detail::ldmatrix_x4_trans(vb, v_tile + (s * 16 + lane % 8 + ((lane / 8) % 2) * 8) * ld + pair * 16 + (lane / 16) * 8);
+        detail::mma_16816<S>(o[2 * pair], p_frag, vb[0], vb[1]);
+        detail::mma_16816<S>(o[2 * pair + 1], p_frag, vb[2], vb[3]);
+      }
+    }
   }
-  for (int r = 0; r < rows; ++r) {
-    const index i = q0 + warp * rows + r;
-    if (i >= queries) break;
-    const float inv = 1.0f / row_sum[r];
+
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const index i = row_query[half];
+    if (i >= queries) continue;
+    const float inv = 1.0f / running_sum[half];
     S* oi = out.data + (b * queries + i) * out.stride + h * dh;
-    for (int d = lane; d < dh; d += 32) oi[d] = detail::from_float<S>(o_w[r * dp + d] * inv);
+#pragma unroll
+    for (int j = 0; j < max_d_blocks; ++j) {
+      const int d = 8 * j + 2 * t;
+      if (d < dh) oi[d] = detail::from_float<S>(o[j][2 * half] * inv);
+      if (d + 1 < dh) oi[d + 1] = detail::from_float<S>(o[j][2 * half + 1] * inv);
+    }
   }
 #else
   __trap();  // flash_attention needs sm_80 or newer; attention() picks attention_kernel there
 #endif
 }
 
+// decode_attention_kernel: one query row per (batch, head), a decoding step. The keys are split over the block's
+// eight warps: thread t scores keys t, t + 256, ... reading each key row straight from global memory (16-byte
+// loads where aligned); the block's max and sum normalise; warp w then accumulates p_j v_j over keys w, w + 8, ...
+// for its lanes' columns, and the eight partial outputs are summed in shared memory. A step's attention is a few
+// microseconds however long the cache, instead of one warp walking every key tile.
+
 namespace detail {
-/// Whether the current device has bf16 / fp16 WMMA (compute capability 8.0 or newer).
-inline bool device_has_wmma_bf16() {
+constexpr int decode_threads = 256, decode_warps = decode_threads / 32, decode_max_keys = 8192;
+
+__device__ __forceinline__ float block_max(float v, float* scratch /* [32] */) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+/// q (dh floats, shared) . row (dh elements of S, global), four independent chains; 16-byte loads if vector_ok.
+template <class S>
+__device__ __forceinline__ float dot_row(const S* row, const float* q, int dh, bool vector_ok) {
+  float partial[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (vector_ok) {
+    using vec = vec16<S>;
+    for (int d0 = 0; d0 < dh; d0 += vec::size) {
+      vec chunk;
+      chunk.bits = *reinterpret_cast<const uint4*>(row + d0);
+#pragma unroll
+      for (int e = 0; e < vec::size; ++e) partial[e % 4] += to_float(chunk.values[e]) * q[d0 + e];
+    }
+  } else {
+    for (int d = 0; d < dh; ++d) partial[d % 4] += to_float(row[d]) * q[d];
+  }
+  return (partial[0] + partial[1]) + (partial[2] + partial[3]);
+}
+}  // namespace detail
+
+template <class S, int Chunks /* ceil(head_dim / 32) */>
+__global__ void __launch_bounds__(detail::decode_threads) decode_attention_kernel(matrix<const S> q, matrix<const S> k, matrix<const S> v,
+                                                                                   mask_arg mask, index keys, index key_batch_rows,
+                                                                                   int head_dim, float scale, bool vector_ok,
+                                                                                   matrix<S> out) {
+  extern __shared__ float shared[];
+  __shared__ float scratch[32];
+  const int dh = head_dim, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const index h = blockIdx.x, b = blockIdx.y;
+  float* q_row = shared;                                        // (dh)
+  float* scores = q_row + detail::attention_max_head_dim;       // (keys)
+  float* partial = scores + keys;                               // (warps, dh)
+  for (int d = threadIdx.x; d < dh; d += blockDim.x) q_row[d] = detail::to_float(q.data[b * q.stride + h * dh + d]);
+  const float* mask_row = detail::mask_row_of(mask, b, h, 0, keys);
+  const S* k_head = k.data + b * key_batch_rows * k.stride + h * dh;
+  const S* v_head = v.data + b * key_batch_rows * v.stride + h * dh;
+  __syncthreads();
+
+  float local_max = -INFINITY;
+  for (index j = threadIdx.x; j < keys; j += blockDim.x) {
+    const float score = detail::dot_row(k_head + j * k.stride, q_row, dh, vector_ok) * scale + (mask_row ? mask_row[j] : 0.0f);
+    scores[j] = score;
+    local_max = fmaxf(local_max, score);
+  }
+  const float row_max = detail::block_max(local_max, scratch);
+  float local_sum = 0.0f;
+  for (index j = threadIdx.x; j < keys; j += blockDim.x) {
+    const float p = __expf(scores[j] - row_max);
+    scores[j] = p;
+    local_sum += p;
+  }
+  const float row_sum = detail::block_sum(local_sum, scratch);  // its barriers also publish scores[]
+
+  float acc[Chunks];
+#pragma unroll
+  for (int c = 0; c < Chunks; ++c) acc[c] = 0.0f;
+  for (index j = warp; j < keys; j += detail::decode_warps) {
+    const float p = scores[j];
+    const S* vj = v_head + j * v.stride;
+#pragma unroll
+    for (int c = 0; c < Chunks; ++c) {
+      const int d = lane + 32 * c;
+      if (d < dh) acc[c] += p * detail::to_float(vj[d]);
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < Chunks; ++c) {
+    const int d = lane + 32 * c;
+    if (d < dh) partial[warp * dh + d] = acc[c];
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < dh; d += blockDim.x) {
+    float o = 0.0f;
+    for (int w = 0; w < detail::decode_warps; ++w) o += partial[w * dh + d];
+    out.data[b * out.stride + h * dh + d] = detail::from_float<S>(o / row_sum);
+  }
+}
+
+namespace detail {
+/// Whether the current device has bf16 / fp16 mma.sync and ldmatrix (compute capability 8.0 or newer).
+inline bool device_has_bf16_mma() {
   int device = 0, major = 0;
   if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
     return false;
@@ -689,10 +892,28 @@ void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix
     throw invalid_argument("CUDA attention: head dimension " + std::to_string(head_dim) + " is over " +
                            std::to_string(detail::attention_max_head_dim));
   if (batch == 0 || queries == 0) return;
+  if (queries == 1 && keys <= detail::decode_max_keys) {  // a decoding step
+    const std::size_t bytes = sizeof(float) * static_cast<std::size_t>(detail::attention_max_head_dim + keys + detail::decode_warps * head_dim);
+    const bool vector_ok = detail::vector_loads<T>(head_dim, {&k});
+    const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(batch));
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, detail::decode_threads, bytes, stream>>>(detail::device(q), detail::device(k), detail::device(v), mask, keys,
+                                                              key_batch_rows, static_cast<int>(head_dim), scale, vector_ok,
+                                                              detail::device(out));
+    };
+    switch ((head_dim + 31) / 32) {
+      case 1: launch(decode_attention_kernel<S, 1>); break;
+      case 2: launch(decode_attention_kernel<S, 2>); break;
+      case 3: launch(decode_attention_kernel<S, 3>); break;
+      default: launch(decode_attention_kernel<S, 4>); break;
+    }
+    detail::check_launch("decode_attention_kernel");
+    return;
+  }
   if constexpr (!std::is_same_v<T, float>) {
     // Tensor cores from a full 64-row query tile on; fewer queries (a decoding step, the Q-Former's 32) leave
     // most of the tile idle, and the warp-per-query kernel spreads them over more blocks.
-    static const bool tensor_cores = detail::device_has_wmma_bf16();
+    static const bool tensor_cores = detail::device_has_bf16_mma();
     if (tensor_cores && queries >= detail::flash_queries) {
       static const bool configured = [] {  // the largest tile set (dp = 128) needs more than the default 48 KB
         return cudaFuncSetAttribute(flash_attention_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -754,3 +975,28 @@ void patchify(cudaStream_t stream, const float* pixels, index batch, index chann
 }
 
 }  // namespace qformer::cuda_kernels
+
+// ---------------------------------------------------------------------------------------------------------------
+// QFORMER_CUDA_INSTANTIATE_KERNELS: defined in exactly one .cu file of a program (before including
+// <qformer/cuda.hpp>), it instantiates every launcher for float, fp16 and bf16 there, so the program's g++
+// translation units can run the CUDA ops (and whole models) through the declarations of launch.hpp.
+#if defined(QFORMER_CUDA_INSTANTIATE_KERNELS)
+namespace qformer::cuda_kernels {
+#define QFORMER_CUDA_INSTANTIATE_FOR(T)                                                                                         \
+  template void layer_norm<T>(cudaStream_t, matrix<const T>, const T*, const T*, float, matrix<T>);                            \
+  template void rms_norm<T>(cudaStream_t, matrix<const T>, const T*, float, matrix<T>);                                        \
+  template void unary<T>(cudaStream_t, unary_op, float, matrix<const T>, matrix<T>);                                           \
+  template void binary<T>(cudaStream_t, binary_op, matrix<const T>, matrix<const T>, matrix<T>);                               \
+  template void embedding<T>(cudaStream_t, matrix<const T>, const std::int64_t*, matrix<T>);                                   \
+  template void attention<T>(cudaStream_t, matrix<const T>, matrix<const T>, matrix<const T>, mask_arg, index, index, index,   \
+                             index, index, float, matrix<T>);                                                                   \
+  template void patchify<T>(cudaStream_t, const float*, index, index, index, index, index, matrix<T>);                         \
+  template void cast<T, float>(cudaStream_t, matrix<const T>, matrix<float>);                                                  \
+  template void cast<T, fp16>(cudaStream_t, matrix<const T>, matrix<fp16>);                                                    \
+  template void cast<T, bf16>(cudaStream_t, matrix<const T>, matrix<bf16>);
+QFORMER_CUDA_INSTANTIATE_FOR(float)
+QFORMER_CUDA_INSTANTIATE_FOR(fp16)
+QFORMER_CUDA_INSTANTIATE_FOR(bf16)
+#undef QFORMER_CUDA_INSTANTIATE_FOR
+}  // namespace qformer::cuda_kernels
+#endif
