@@ -48,7 +48,7 @@ run)
     configure_and_build -DQFORMER_VENDOR_DIR="$PWD/.vendor" -Ddoctest_DIR="$PWD/.vendor/lib/cmake/doctest" \
       >"$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
   fi
-  QFORMER_TEST_DATA="$PWD/tests/data" "$BUILD/tests/qformer_cuda_tests" --duration=true >"$OUT/tests.txt" 2>&1
+  QFORMER_TEST_DATA="$PWD/tests/data" QFORMER_MODELS_DIR="$PWD/models" "$BUILD/tests/qformer_cuda_tests" --duration=true >"$OUT/tests.txt" 2>&1
   tests_status=$?
   tail -4 "$OUT/tests.txt"
   if [ "${GPU_COMPARE:-1}" = 1 ]; then  # qformer and transformers on this card, in this run

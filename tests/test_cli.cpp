@@ -208,6 +208,19 @@ TEST_CASE("qformer: help, usage errors (status 2) and load errors (status 1, one
                                     " --out " + dir.file("out.safetensors"));
   CHECK(bad_inputs.status == 1);
   CHECK(bad_inputs.out.find("in.safetensors") != std::string::npos);
+
+  const std::string caption = "caption --model " QFORMER_MODELS_DIR "/shapes-captioner --image " QFORMER_MODELS_DIR
+                              "/../examples/images/red_circle_and_blue_square.png";
+  CHECK(run(caption + " --device tpu").status == 2);
+  CHECK(run("bench --device tpu").status == 2);
+  // Without the CUDA backend (status 2) or without a GPU (status 1): one line that names the option; with both,
+  // the caption.
+  const test::shell_result gpu = run(caption + " --device cuda");
+  if (gpu.status != 0) {
+    CHECK((gpu.status == 1 || gpu.status == 2));
+    CHECK(gpu.out.find("--device cuda") != std::string::npos);
+    CHECK(std::count(gpu.out.begin(), gpu.out.end(), '\n') == 1);
+  }
 }
 
 TEST_CASE("the README's caption example prints transformers' caption") {

@@ -5,6 +5,9 @@
 // "qformer_graph"), which removes the launch gaps of their few hundred kernels; "qformer_T_graph" is the
 // Q-Former run in the dtype itself (bf16), for comparison only: BLIP-2 keeps it fp32.
 
+// This file is also where the CLI's CUDA kernels live: `qformer caption / vqa --device cuda` (qformer.cpp, g++)
+// runs Blip2Pipeline<T, cuda> through the launchers instantiated here.
+#define QFORMER_CUDA_INSTANTIATE_KERNELS
 #include "bench_results.hpp"
 
 #include <qformer/cuda.hpp>

@@ -6,6 +6,9 @@
 #include <qformer/metrics/evaluate.hpp>
 #include <qformer/pipeline.hpp>
 #include <qformer/qformer.hpp>
+#if defined(QFORMER_WITH_CUDA)
+#include <qformer/cuda.hpp>  // Blip2Pipeline<T, cuda>; its kernels are instantiated in bench_cuda.cu
+#endif
 
 #include "bench_command.hpp"
 
@@ -69,6 +72,7 @@ generation options (defaults: the folder's generation_config.json, else greedy, 
   --sample  --top-k N  --top-p X  --temperature X  --seed N
   --dtype f32|bf16|f16|int8 (default f32; int8: bf16 with the language model's weights in int8, activations
   quantised per row)  --threads N  --batch-size N (images per forward pass, default 8)  --json
+  --device cpu|cuda (default cpu; cuda: builds with -DQFORMER_CUDA=ON, the model on the first GPU, f32/bf16/f16)
 
 Errors print one line on stderr and exit with status 1 (2 for a bad command line).
 )";
@@ -381,18 +385,23 @@ qformer::generation_options generation_from(const std::map<std::string, std::str
 }
 
 /// caption and vqa: one image prints its text (or a JSON object with --json); a folder or list prints JSON lines.
-template <class T>
+/// D: where the model runs (cpu, or cuda in builds with the CUDA backend).
+template <class T, class D = qformer::cpu>
 int generate_text(const std::map<std::string, std::string>& opts, const std::string& prompt, const std::string& question,
                   bool int8_language_model = false) {
   using namespace qformer;
-  auto pipe = Blip2Pipeline<T>::from_pretrained(required(opts, "model"));
-  if (int8_language_model) pipe.quantize_language_model_int8();
+  auto pipe = Blip2Pipeline<T, D>::from_pretrained(required(opts, "model"));
+  if constexpr (std::is_same_v<D, cpu>) {
+    if (int8_language_model) pipe.quantize_language_model_int8();
+  } else {
+    if (int8_language_model) throw usage_error("--dtype int8 runs on the CPU only (use bf16 with --device cuda)");
+  }
   const generation_options options = generation_from(opts, pipe.defaults());
   bool batch = false;
   const std::vector<std::string> paths = image_paths(required(opts, "image"), batch);
   const std::size_t chunk = static_cast<std::size_t>(integer_option(opts, "batch-size", 8, 1, 1024));
   const bool json = batch || opts.count("json");
-  context<cpu> ctx;
+  context<D> ctx;
   int failures = 0;
   const auto start = std::chrono::steady_clock::now();
   auto print = [&](const std::string& path, const generated_text* g, const std::string* error) {
@@ -431,18 +440,32 @@ int generate_text(const std::map<std::string, std::string>& opts, const std::str
 
 int caption_or_vqa(int argc, char** argv, bool vqa) {
   std::vector<std::string> known = {"model", "image", "beams", "max-new-tokens", "min-new-tokens", "length-penalty",
-                                    "repetition-penalty", "top-k", "top-p", "temperature", "seed", "dtype", "threads", "batch-size"};
+                                    "repetition-penalty", "top-k", "top-p", "temperature", "seed", "dtype", "threads", "batch-size",
+                                    "device"};
   known.push_back(vqa ? "question" : "prompt");
   const auto opts = parse_options(argc, argv, 2, known, {"sample", "json"});
   const std::string question = vqa ? required(opts, "question") : "";
   const std::string prompt = vqa ? qformer::Blip2Pipeline<float>::vqa_prompt(question) : (opts.count("prompt") ? opts.at("prompt") : "");
   if (opts.count("threads")) Eigen::setNbThreads(static_cast<int>(integer_option(opts, "threads", 1, 1, 1024)));
   const std::string dt = opts.count("dtype") ? opts.at("dtype") : "f32";
+  if (dt != "f32" && dt != "bf16" && dt != "f16" && dt != "int8") throw usage_error("--dtype must be f32, bf16, f16 or int8, got '" + dt + "'");
+  const std::string device = opts.count("device") ? opts.at("device") : "cpu";
+  if (device == "cuda") {
+#if defined(QFORMER_WITH_CUDA)
+    if (!qformer::cuda_available()) throw qformer::error("--device cuda: no CUDA device is visible");
+    if (dt == "f32") return generate_text<float, qformer::cuda>(opts, prompt, question);
+    if (dt == "bf16") return generate_text<qformer::bf16, qformer::cuda>(opts, prompt, question);
+    if (dt == "f16") return generate_text<qformer::fp16, qformer::cuda>(opts, prompt, question);
+    return generate_text<qformer::bf16, qformer::cuda>(opts, prompt, question, true);
+#else
+    throw usage_error("--device cuda: this qformer was built without the CUDA backend (configure with -DQFORMER_CUDA=ON)");
+#endif
+  }
+  if (device != "cpu") throw usage_error("--device must be cpu or cuda, got '" + device + "'");
   if (dt == "f32") return generate_text<float>(opts, prompt, question);
   if (dt == "bf16") return generate_text<qformer::bf16>(opts, prompt, question);
   if (dt == "f16") return generate_text<qformer::fp16>(opts, prompt, question);
-  if (dt == "int8") return generate_text<qformer::bf16>(opts, prompt, question, true);
-  throw usage_error("--dtype must be f32, bf16, f16 or int8, got '" + dt + "'");
+  return generate_text<qformer::bf16>(opts, prompt, question, true);
 }
 
 /// "--name v1 v2 ... --other ..." : every value after each occurrence of a multi-value option, in order.

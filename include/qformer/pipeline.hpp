@@ -8,6 +8,9 @@
 ///   auto pipe = qformer::Blip2Pipeline<>::from_pretrained("blip2-opt-2.7b");
 ///   qformer::context<qformer::cpu> ctx;
 ///   std::string caption = pipe.caption(ctx, qformer::load_image("cat.jpg"));
+///
+/// Blip2Pipeline<T, cuda> (with <qformer/cuda.hpp>, from a .cu file) runs the model on the GPU: images are
+/// decoded, resized and tokenised on the host, the pixels copied to the device, the tokens read back.
 
 #include "io/image.hpp"
 #include "io/image_processor.hpp"
@@ -27,24 +30,28 @@ struct generated_text {
   std::vector<std::int64_t> ids;
 };
 
-template <class T = float>
+template <class T = float, class D = cpu>
 class Blip2Pipeline {
  public:
-  Blip2Pipeline(Blip2<T> model, tokenizer tok, BlipImageProcessor processor, generation_options defaults)
+  Blip2Pipeline(Blip2<T, D> model, tokenizer tok, BlipImageProcessor processor, generation_options defaults)
       : model_(std::move(model)), tokenizer_(std::move(tok)), processor_(std::move(processor)), defaults_(std::move(defaults)) {}
 
   /// Loads everything from one folder. Throws load_error / config_error naming the file that is missing or bad.
   static Blip2Pipeline from_pretrained(const std::string& folder) {
-    Blip2<T> model = Blip2<T>::from_pretrained(folder);
+    Blip2<T, D> model = Blip2<T, D>::from_pretrained(folder);
     if (!model.has_language_projection())
       throw invalid_argument(folder + ": a retrieval checkpoint (" + model.config().architecture + ") has no language model to generate with");
     generation_options defaults = load_generation_options(folder, model.config());
     return Blip2Pipeline(std::move(model), tokenizer::from_folder(folder), BlipImageProcessor::from_pretrained(folder), defaults);
   }
 
-  const Blip2<T>& model() const noexcept { return model_; }
-  /// The language model in int8 (Blip2::quantize_language_model_int8).
-  void quantize_language_model_int8() { model_.quantize_language_model_int8(); }
+  const Blip2<T, D>& model() const noexcept { return model_; }
+  /// The language model in int8 (Blip2::quantize_language_model_int8; CPU only).
+  void quantize_language_model_int8()
+    requires std::is_same_v<D, cpu>
+  {
+    model_.quantize_language_model_int8();
+  }
   const tokenizer& text_tokenizer() const noexcept { return tokenizer_; }
   const BlipImageProcessor& image_processor() const noexcept { return processor_; }
   /// Decoding settings from the folder (special tokens, generation_config.json); copy and adjust per call.
@@ -65,12 +72,17 @@ class Blip2Pipeline {
   }
 
   /// Generates for every image with the same prompt (empty: plain captioning), as one batch.
-  std::vector<generated_text> generate(context<cpu>& ctx, std::span<const rgb_image> images, const std::string& prompt,
+  std::vector<generated_text> generate(context<D>& ctx, std::span<const rgb_image> images, const std::string& prompt,
                                        const generation_options& options) const {
     if (images.empty()) return {};
-    typename context<cpu>::scope scope(ctx);
-    const tensor<float> pixels = processor_(images);  // (B, 3, S, S)
-    const image_features<T, cpu> f = model_.encode_image(ctx, pixels.get());
+    typename context<D>::scope scope(ctx);
+    tensor<float> pixels = processor_(images);  // (B, 3, S, S), on the host
+    tensor<float, D> on_device;
+    if constexpr (!std::is_same_v<D, cpu>) on_device = to_device<float, D>(pixels);
+    view<const float, D> input;
+    if constexpr (std::is_same_v<D, cpu>) input = pixels.get();
+    else input = on_device.get();
+    const image_features<T, D> f = model_.encode_image(ctx, input);
     const generation_result r = model_.generate(ctx, f.language_projection, prompt_ids(prompt, pixels.shape()[0]), options);
     std::vector<generated_text> out;
     for (index_t b = 0; b < r.batch; ++b) {
@@ -86,7 +98,7 @@ class Blip2Pipeline {
   }
 
   /// The caption of one image (optionally continuing `prompt`, e.g. "a photo of"), with the folder's defaults.
-  std::string caption(context<cpu>& ctx, const rgb_image& image, const std::string& prompt = "") const {
+  std::string caption(context<D>& ctx, const rgb_image& image, const std::string& prompt = "") const {
     return generate(ctx, std::span<const rgb_image>(&image, 1), prompt, defaults_).front().text;
   }
 
@@ -100,7 +112,7 @@ class Blip2Pipeline {
     return s.substr(begin, s.find_last_not_of(" \t\r\n") - begin + 1);
   }
 
-  Blip2<T> model_;
+  Blip2<T, D> model_;
   tokenizer tokenizer_;
   BlipImageProcessor processor_;
   generation_options defaults_;

@@ -5,6 +5,7 @@
 #include "../test_util.hpp"
 
 #include <qformer/cuda.hpp>
+#include <qformer/pipeline.hpp>
 
 #include <cstdio>
 #include <vector>
@@ -189,7 +190,11 @@ void attention_ops() {
       {1, 7, 40, 3, 128, attention_case::per_head},          // T5 relative position bias
       {2, 1, 61, 32, 80, attention_case::per_query},         // one decoding step
       {2, 6, 6, 2, 12, attention_case::fully_masked_rows},   // uniform attention where everything is masked
-      {1, 3, 70, 5, 33, attention_case::none}};              // odd head size, key tiles of 32 + 6
+      {1, 3, 70, 5, 33, attention_case::none},               // odd head size, key tiles of 32 + 6
+      {3, 1, 300, 4, 33, attention_case::per_key},          // a decoding step over more keys than threads
+      {2, 130, 77, 2, 64, attention_case::per_query},       // query tiles of 64 + 2, key tiles of 64 + 13
+      {1, 64, 64, 1, 128, attention_case::fully_masked_rows},  // largest head, exact tiles
+      {1, 70, 40, 3, 12, attention_case::none}};                // tensor-core path, head too narrow for 16-byte loads
   for (const attention_case& a : cases) attention_op<T>(a);
 }
 
@@ -326,6 +331,19 @@ TEST_CASE("CUDA: a second pass allocates nothing; a captured graph of the image 
   ops::upload<float, cuda>(ctx, std::vector<float>(static_cast<std::size_t>(out.numel()), -7.0f), out);  // poison
   graph.replay(ctx);
   CHECK(test::relative_max_diff(down<float>(ctx, out).get(), eager.get()) == 0.0);
+}
+
+TEST_CASE("CUDA: the pipeline captions the demo image as the CPU pipeline does (f32, bf16)") {
+  const char* from_environment = std::getenv("QFORMER_MODELS_DIR");
+  const std::string models = from_environment && *from_environment ? from_environment : QFORMER_MODELS_DIR;
+  const rgb_image image = load_image(models + "/../examples/images/red_circle_and_blue_square.png");
+  const std::string folder = models + "/shapes-captioner";
+  context<cpu> cpu_ctx;
+  context<cuda> ctx;
+  const std::string f32 = Blip2Pipeline<float>::from_pretrained(folder).caption(cpu_ctx, image);
+  CHECK(Blip2Pipeline<float, cuda>::from_pretrained(folder).caption(ctx, image) == f32);
+  const std::string reduced = Blip2Pipeline<bf16>::from_pretrained(folder).caption(cpu_ctx, image);
+  CHECK(Blip2Pipeline<bf16, cuda>::from_pretrained(folder).caption(ctx, image) == reduced);
 }
 
 int main(int argc, char** argv) {
