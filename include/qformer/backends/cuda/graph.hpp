@@ -6,7 +6,8 @@
 /// Rules of use: run the pass once eagerly first, so that the context's arena has reached its size (a capture
 /// must not allocate device memory) and cuBLASLt has chosen its algorithms; inputs and outputs live at the
 /// addresses the capture saw (copy new inputs into the same buffers before a replay, read outputs after it,
-/// before anything else uses that arena memory).
+/// before anything else uses that arena memory). A pass that uploads host values (masks, token ids: the
+/// language models) cannot be captured: the upload would be recorded with the values of the capture.
 
 #include "backend.hpp"
 
