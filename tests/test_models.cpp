@@ -2,6 +2,7 @@
 
 #include "test_util.hpp"
 
+#include <qformer/ops/reference/reference.hpp>
 #include <qformer/qformer.hpp>
 
 #include <fstream>
@@ -387,4 +388,64 @@ TEST_CASE("image-text retrieval matches transformers: ITM logits, ITC similariti
   test::check_against_reference(ref, "itc_image_embeds", image_feats);
   test::check_against_reference(ref, "itc_text_embeds", text_feats);
   test::check_against_reference(ref, "itc_logits_per_image", model.similarity(ctx, image_feats, text_feats));
+}
+
+TEST_CASE("host_logits_session drives generation exactly as the session itself (the GPU path's adapter, on the CPU)") {
+  // On CUDA the decoding strategies read each step's logits on the host through this adapter; here both sides
+  // are the CPU, so greedy and beam search must give the same ids through it as without it.
+  const safetensors_file ref(test::fixture("tiny-opt") + "/reference.safetensors");
+  const Blip2<float> model = Blip2<float>::from_pretrained(test::fixture("tiny-opt"));
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  const auto f = model.encode_image(ctx, ref.load<float>("pixel_values").get());
+  const index_t B = ref.at("prompt_ids").dims[0];
+  const token_batch prompt = token_batch::unpadded(B, ref.at("prompt_ids").dims[1], ids_of(ref, "prompt_ids"));
+  auto [embeds, mask] = model.language_model_inputs(ctx, f.language_projection, prompt);
+  const std::vector<std::vector<std::int64_t>> history(static_cast<std::size_t>(B));
+  for (const index_t beams : {1, 3}) {
+    CAPTURE(beams);
+    generation_options o;
+    o.max_new_tokens = o.min_new_tokens = 6;
+    o.num_beams = beams;
+    o.eos_token_ids = {model.config().text.opt.eos_token_id};
+    OPTSession<float> direct(*model.opt(), B, embeds.dim(1) + 6), adapted(*model.opt(), B, embeds.dim(1) + 6);
+    const generation_result want = qformer::generate(ctx, direct, direct.last_logits(ctx, direct.prefill(ctx, embeds, mask)), history, o);
+    const view<float> first = adapted.last_logits(ctx, adapted.prefill(ctx, embeds, mask));
+    tensor<float> first_host(first.shape());
+    ops::download<float, cpu>(ctx, first, first_host.mut());
+    context<cpu> host;
+    host_logits_session<OPTSession<float>, cpu> on_host(ctx, adapted);
+    CHECK(qformer::generate(host, on_host, first_host.get(), history, o).ids == want.ids);
+  }
+}
+
+TEST_CASE("attention_over_cache: each batch row attends to its cache prefix, as the scalar reference does") {
+  const index_t B = 3, Lq = 2, capacity = 10, keys = 7, heads = 2, C = 16;
+  const tensor<float> q = test::random_tensor<float>({B, Lq, C}, 1), k = test::random_tensor<float>({B, capacity, C}, 2),
+                      v = test::random_tensor<float>({B, capacity, C}, 3);
+  tensor<float> mask({B, Lq, keys});
+  for (index_t i = 0; i < mask.numel(); ++i) mask.data()[i] = (i % 5 == 0) ? masked_out : 0.1f * float(i % 3);
+  context<cpu> ctx;
+  tensor<float> got({B, Lq, C});
+  ops::attention_over_cache<float, cpu>(ctx, q.get(), k.get(), v.get(), keys, mask.get(), heads, 0.25f, got.mut());
+  for (index_t b = 0; b < B; ++b) {
+    tensor<float> want({1, Lq, C});
+    reference::attention<float>(q.get()[b].unsqueeze(), k.get()[b].slice(0, keys).unsqueeze(), v.get()[b].slice(0, keys).unsqueeze(),
+                                mask.get().slice(b, 1), heads, 0.25f, want.mut());
+    CHECK(test::relative_max_diff(got.get()[b], want.get()[0]) <= 1e-6);
+  }
+  auto past_the_capacity = [&] { ops::attention_over_cache<float, cpu>(ctx, q.get(), k.get(), v.get(), capacity + 1, {}, heads, 0.25f, got.mut()); };
+  CHECK_THROWS_AS(past_the_capacity(), shape_error);
+}
+
+TEST_CASE("upload / download / uploaded copy host values to and from a device (the CPU here)") {
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  const std::vector<float> values = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -1.0f};
+  const view<float> up = ops::uploaded<float, cpu>(ctx, values, {2, 3});
+  tensor<float> back({2, 3});
+  ops::download<float, cpu>(ctx, up, back.mut());
+  CHECK(std::vector<float>(back.data(), back.data() + 6) == values);
+  auto wrong_size = [&] { ops::upload<float, cpu>(ctx, values, ctx.alloc<float>({5})); };
+  CHECK_THROWS_AS(wrong_size(), shape_error);
 }
