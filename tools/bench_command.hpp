@@ -147,11 +147,8 @@ void run_dtype(const settings& s, const std::string& dtype_name, const qformer::
       add("decode", time_runs(s.repeats, run), lm_bytes, "GB/s", peaks.read_gbps);
     }
     if (want("caption")) {
-      generation_options options;
-      options.max_new_tokens = options.min_new_tokens = s.new_tokens;
-      options.eos_token_ids = {config.text.eos_token_id()};
-      options.pad_token_id = config.text.pad_token_id();
-      const token_batch prompt = token_batch::unpadded(B, 1, std::vector<std::int64_t>(static_cast<std::size_t>(B), config.text.bos_token_id()));
+      const generation_options options = caption_options(config, s.new_tokens);
+      const token_batch prompt = caption_prompt(config, B);
       auto run = [&] {
         typename context<cpu>::scope scope(ctx);
         const image_features<T, cpu> f = model->encode_image(ctx, pixels.get());
@@ -163,6 +160,17 @@ void run_dtype(const settings& s, const std::string& dtype_name, const qformer::
   }
 }
 
+/// `--json`: the machine (filled in by the caller), the model and every result, as one document on stdout.
+inline void print_json(nlohmann::json& j, const std::vector<result>& results) {
+  j["model"] = "blip2-opt-2.7b shapes, random weights";
+  j["results"] = nlohmann::json::array();
+  for (const result& r : results)
+    j["results"].push_back({{"stage", r.stage}, {"dtype", r.dtype}, {"batch", r.batch}, {"seconds", r.seconds},
+                            {"min_ms", r.min() * 1e3}, {"median_ms", r.median() * 1e3}, {"rate", r.rate()}, {"rate_unit", r.work_unit},
+                            {"fraction_of_peak", r.peak > 0 ? r.rate() / r.peak : 0.0}});
+  std::printf("%s\n", j.dump(1).c_str());
+}
+
 /// The GPU run's table or JSON (no CPU probes: the rates are absolute).
 inline int run_on_gpu(const settings& s) {
 #if defined(QFORMER_WITH_CUDA)
@@ -171,13 +179,7 @@ inline int run_on_gpu(const settings& s) {
   if (s.json) {
     nlohmann::json j;
     j["machine"] = {{"gpu", gpu}, {"device", "cuda"}};
-    j["model"] = "blip2-opt-2.7b shapes, random weights";
-    j["results"] = nlohmann::json::array();
-    for (const result& r : results)
-      j["results"].push_back({{"stage", r.stage}, {"dtype", r.dtype}, {"batch", r.batch}, {"seconds", r.seconds},
-                              {"min_ms", r.min() * 1e3}, {"median_ms", r.median() * 1e3}, {"rate", r.rate()},
-                              {"rate_unit", r.work_unit}, {"fraction_of_peak", 0.0}});
-    std::printf("%s\n", j.dump(1).c_str());
+    print_json(j, results);
     return 0;
   }
   std::printf("%s\n%-14s %-5s %5s %11s %11s %14s\n", gpu.c_str(), "stage", "dtype", "batch", "min ms", "median ms", "rate");
@@ -211,14 +213,7 @@ inline int run(const settings& s) {
     j["machine"] = {{"cpu", cpu_model()}, {"threads", s.threads}, {"features", qformer::host_cpu().describe()},
                     {"fp32_fma_gflops", peaks.fp32_gflops}, {"bf16_dot_gflops", peaks.bf16_gflops}, {"amx_bf16_gflops", peaks.amx_bf16_gflops},
                     {"read_gbps", peaks.read_gbps}};
-    j["model"] = "blip2-opt-2.7b shapes, random weights";
-    j["results"] = nlohmann::json::array();
-    for (const result& r : results)
-      j["results"].push_back({{"stage", r.stage}, {"dtype", r.dtype}, {"batch", r.batch}, {"seconds", r.seconds},
-                              {"min_ms", r.min() * 1e3}, {"median_ms", r.median() * 1e3},
-                              {"rate", r.rate()}, {"rate_unit", r.work_unit},
-                              {"fraction_of_peak", r.peak > 0 ? r.rate() / r.peak : 0.0}});
-    std::printf("%s\n", j.dump(1).c_str());
+    print_json(j, results);
     return 0;
   }
   std::printf("%-8s %-5s %5s %11s %11s %12s %9s\n", "stage", "dtype", "batch", "min ms", "median ms", "rate", "of peak");

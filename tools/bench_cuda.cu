@@ -18,6 +18,8 @@
 #include <cstdio>
 #include <functional>
 #include <optional>
+#include <string>
+#include <type_traits>
 
 namespace bench_command {
 
@@ -39,8 +41,9 @@ std::vector<double> time_runs(context<cuda>& ctx, int repeats, const std::functi
 }
 
 /// Throws unless every value of a device tensor is finite (the benchmark's output check).
-template <class T>
-void require_finite(context<cuda>& ctx, view<const T, cuda> v, const char* what) {
+template <class U>
+void require_finite(context<cuda>& ctx, view<U, cuda> v, const std::string& what) {
+  using T = std::remove_const_t<U>;
   tensor<T> host(v.shape());
   ops::download<T, cuda>(ctx, v, host.mut());
   for (index_t i = 0; i < host.numel(); ++i)
@@ -83,54 +86,40 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
   context<cuda> ctx;
 
   for (const index_t B : s.batches) {
-    auto add = [&](const char* stage, std::vector<double> seconds, double work, const char* unit) {
+    auto add = [&](const std::string& stage, std::vector<double> seconds, double work, const char* unit) {
       result r{stage, dtype_name, B, std::move(seconds), work, unit, 0.0};
-      std::fprintf(stderr, "bench: %-14s %-4s batch %lld: min %.3f ms, median %.3f ms\n", stage, dtype_name.c_str(), (long long)B,
+      std::fprintf(stderr, "bench: %-14s %-4s batch %lld: min %.3f ms, median %.3f ms\n", stage.c_str(), dtype_name.c_str(), (long long)B,
                    r.min() * 1e3, r.median() * 1e3);
       results.push_back(std::move(r));
     };
-    const tensor<float, cuda> pixels = pattern<float>({B, 3, config.vision.image_size, config.vision.image_size}, 1.0f / 127.5f, -1.0f);
-    if (want("vision")) {
-      const double flops = presets::vision_flops(config.vision, double(B));
-      auto pass = [&] { return (*vision)(ctx, pixels.get()); };
-      add("vision", time_runs(ctx, s.repeats, [&] {
-            typename context<cuda>::scope scope(ctx);
-            pass();
-          }), flops, "GFLOP/s");
+    // pass() eagerly (timed as `stage` when time_eager, else run once: the arena reaches its size), then recorded
+    // once and replayed as a CUDA graph (`stage`_graph); the replayed output is checked.
+    auto eager_then_graph = [&](const std::string& stage, auto pass, double flops, bool time_eager) {
+      auto eager = [&] {
+        typename context<cuda>::scope scope(ctx);
+        pass();
+      };
+      if (time_eager) add(stage, time_runs(ctx, s.repeats, eager), flops, "GFLOP/s");
+      else eager();
       typename context<cuda>::scope scope(ctx);
-      view<T, cuda> out;
+      decltype(pass()) out;
       const cuda_graph graph = cuda_graph::capture(ctx, [&] { out = pass(); });
-      add("vision_graph", time_runs(ctx, s.repeats, [&] { graph.replay(ctx); }), flops, "GFLOP/s");
-      require_finite<T>(ctx, out, "vision");
-    }
+      add(stage + "_graph", time_runs(ctx, s.repeats, [&] { graph.replay(ctx); }), flops, "GFLOP/s");
+      require_finite(ctx, out, stage);
+    };
+    const tensor<float, cuda> pixels = pattern<float>({B, 3, config.vision.image_size, config.vision.image_size}, 1.0f / 127.5f, -1.0f);
+    if (want("vision"))
+      eager_then_graph("vision", [&] { return (*vision)(ctx, pixels.get()); }, presets::vision_flops(config.vision, double(B)), true);
     if (want("qformer")) {
       const double flops = presets::qformer_flops(config.qformer, double(config.num_query_tokens),
                                                   double(config.vision.num_positions()), double(B));
       const tensor<float, cuda> image = pattern<float>({B, config.vision.num_positions(), config.vision.hidden_size}, 1.0f / 127.5f, -1.0f);
-      auto pass = [&] { return (*qformer)(ctx, image.get()); };
-      add("qformer", time_runs(ctx, s.repeats, [&] {
-            typename context<cuda>::scope scope(ctx);
-            pass();
-          }), flops, "GFLOP/s");
-      typename context<cuda>::scope scope(ctx);
-      view<float, cuda> out;
-      const cuda_graph graph = cuda_graph::capture(ctx, [&] { out = pass(); });
-      add("qformer_graph", time_runs(ctx, s.repeats, [&] { graph.replay(ctx); }), flops, "GFLOP/s");
-      require_finite<float>(ctx, out, "qformer");
+      eager_then_graph("qformer", [&] { return (*qformer)(ctx, image.get()); }, flops, true);
       if constexpr (!std::is_same_v<T, float>) {  // for comparison: the Q-Former itself in T (not what BLIP-2 runs)
         QFormer<T, cuda> reduced(config.qformer, config.num_query_tokens);
         reduced.load(root, root / "qformer");
         const tensor<T, cuda> image_t = pattern<T>(image.shape(), 1.0f / 127.5f, -1.0f);
-        auto pass_t = [&] { return reduced(ctx, image_t.get()); };
-        {
-          typename context<cuda>::scope warm(ctx);
-          pass_t();
-        }
-        typename context<cuda>::scope inner(ctx);
-        view<T, cuda> out_t;
-        const cuda_graph graph_t = cuda_graph::capture(ctx, [&] { out_t = pass_t(); });
-        add("qformer_T_graph", time_runs(ctx, s.repeats, [&] { graph_t.replay(ctx); }), flops, "GFLOP/s");
-        require_finite<T>(ctx, out_t, "qformer in T");
+        eager_then_graph("qformer_T", [&] { return reduced(ctx, image_t.get()); }, flops, false);
       }
     }
     if (want("decode")) {
@@ -149,11 +138,8 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
           }), lm_bytes, "GB/s");
     }
     if (want("caption")) {
-      generation_options options;
-      options.max_new_tokens = options.min_new_tokens = s.new_tokens;
-      options.eos_token_ids = {config.text.eos_token_id()};
-      options.pad_token_id = config.text.pad_token_id();
-      const token_batch prompt = token_batch::unpadded(B, 1, std::vector<std::int64_t>(static_cast<std::size_t>(B), config.text.bos_token_id()));
+      const generation_options options = caption_options(config, s.new_tokens);
+      const token_batch prompt = caption_prompt(config, B);
       add("caption", time_runs(ctx, s.repeats, [&] {
             typename context<cuda>::scope scope(ctx);
             const image_features<T, cuda> f = model->encode_image(ctx, pixels.get());

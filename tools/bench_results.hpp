@@ -1,8 +1,10 @@
 #pragma once
 // What `qformer bench` is asked for and what it measures, shared by the CPU run (bench_command.hpp) and the CUDA
-// run (bench_cuda.cu, compiled by nvcc when the build has QFORMER_CUDA): no heavy headers here.
+// run (bench_cuda.cu, compiled by nvcc when the build has QFORMER_CUDA): no nlohmann, no stb here.
 
-#include <qformer/core/tensor.hpp>
+#include <qformer/generate/options.hpp>
+#include <qformer/models/config.hpp>
+#include <qformer/models/opt.hpp>
 
 #include <algorithm>
 #include <string>
@@ -36,6 +38,18 @@ struct result {
   }
   double rate() const { return work > 0 ? work / min() * 1e-9 : 0; }
 };
+
+/// The caption stage's decoding: greedy, exactly `new_tokens` tokens after BOS, one row per image.
+inline qformer::generation_options caption_options(const qformer::Blip2Config& config, qformer::index_t new_tokens) {
+  qformer::generation_options options;
+  options.max_new_tokens = options.min_new_tokens = new_tokens;
+  options.eos_token_ids = {config.text.eos_token_id()};
+  options.pad_token_id = config.text.pad_token_id();
+  return options;
+}
+inline qformer::token_batch caption_prompt(const qformer::Blip2Config& config, qformer::index_t batch) {
+  return qformer::token_batch::unpadded(batch, 1, std::vector<std::int64_t>(static_cast<std::size_t>(batch), config.text.bos_token_id()));
+}
 
 /// The CUDA run (bench_cuda.cu): the stages on the first GPU, bf16 (the Q-Former in fp32, as transformers keeps
 /// it). `device` receives the GPU's name. Only in builds with QFORMER_CUDA.

@@ -170,6 +170,18 @@ struct mask_layout {
   }
 };
 
+namespace detail {
+/// Whether an additive mask (empty, or rank 3 / 4, contiguous) broadcasts over q (B, Lq, C), `heads` and `keys`.
+template <class V>
+bool mask_fits(const V& mask, const shape& q, index_t heads, index_t keys) {
+  if (mask.empty()) return true;
+  if ((mask.rank() != 3 && mask.rank() != 4) || !mask.contiguous()) return false;
+  const mask_layout m = mask_layout::of(mask);
+  auto fits = [](index_t got, index_t full) { return got == 1 || got == full; };
+  return fits(m.batch, q[0]) && fits(m.heads, heads) && fits(m.queries, q[1]) && mask.cols() == keys;
+}
+}  // namespace detail
+
 /// Multi-head scaled dot-product attention, heads side by side in the last dimension:
 /// q (B, Lq, H*dh), k and v (B, Lk, H*dh), mask additive float broadcast as in mask_layout or empty,
 /// out (B, Lq, H*dh); out_h = softmax(q_h k_h^T * scale + mask) v_h. out must not overlap the inputs.
@@ -182,15 +194,9 @@ void attention(context<D>& ctx, in<T, D> q, in<T, D> k, in<T, D> v, std::type_id
   if (out.shape() != q.shape()) detail::fail("attention", "out " + out.shape().str() + " vs q " + q.shape().str());
   if (heads <= 0 || q.dim(2) % heads != 0)
     detail::fail("attention", std::to_string(heads) + " heads do not divide width " + std::to_string(q.dim(2)));
-  if (!mask.empty()) {
-    const bool ok_rank = mask.rank() == 3 || mask.rank() == 4;
-    const mask_layout m = ok_rank ? mask_layout::of(mask) : mask_layout{};
-    auto fits = [](index_t got, index_t full) { return got == 1 || got == full; };
-    if (!ok_rank || !mask.contiguous() || !fits(m.batch, q.dim(0)) || !fits(m.heads, heads) || !fits(m.queries, q.dim(1)) ||
-        mask.cols() != k.dim(1))
-      detail::fail("attention", "mask " + mask.shape().str() + " for q " + q.shape().str() + ", k " + k.shape().str() + ", " +
-                                    std::to_string(heads) + " heads");
-  }
+  if (!detail::mask_fits(mask, q.shape(), heads, k.dim(1)))
+    detail::fail("attention", "mask " + mask.shape().str() + " for q " + q.shape().str() + ", k " + k.shape().str() + ", " +
+                                  std::to_string(heads) + " heads");
   backend<D>::template attention<T>(ctx, q, k, v, mask, heads, scale, out);
 }
 
@@ -207,14 +213,8 @@ void attention_over_cache(context<D>& ctx, in<T, D> q, in<T, D> k_cache, in<T, D
   if (q.rank() != 3 || out.shape() != q.shape()) detail::fail("attention_over_cache", "q " + q.shape().str() + ", out " + out.shape().str());
   if (heads <= 0 || q.dim(2) % heads != 0)
     detail::fail("attention_over_cache", std::to_string(heads) + " heads do not divide width " + std::to_string(q.dim(2)));
-  if (!mask.empty()) {
-    const bool ok_rank = mask.rank() == 3 || mask.rank() == 4;
-    const mask_layout m = ok_rank ? mask_layout::of(mask) : mask_layout{};
-    auto fits = [](index_t got, index_t full) { return got == 1 || got == full; };
-    if (!ok_rank || !mask.contiguous() || !fits(m.batch, q.dim(0)) || !fits(m.heads, heads) || !fits(m.queries, q.dim(1)) ||
-        mask.cols() != keys)
-      detail::fail("attention_over_cache", "mask " + mask.shape().str() + " for q " + q.shape().str() + ", " + std::to_string(keys) + " keys");
-  }
+  if (!detail::mask_fits(mask, q.shape(), heads, keys))
+    detail::fail("attention_over_cache", "mask " + mask.shape().str() + " for q " + q.shape().str() + ", " + std::to_string(keys) + " keys");
   backend<D>::template attention_over_cache<T>(ctx, q, k_cache, v_cache, keys, mask, heads, scale, out);
 }
 

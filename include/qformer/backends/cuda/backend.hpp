@@ -215,10 +215,7 @@ struct backend<cuda> {
   /// A strided 2-D copy on the stream (cudaMemcpy2DAsync).
   template <class T>
   static void copy(context<cuda>& ctx, view<const T, cuda> src, view<T, cuda> dst) {
-    if (src.rows() == 0 || src.cols() == 0) return;
-    cuda_detail::check(cudaMemcpy2DAsync(dst.data(), sizeof(T) * dst.row_stride(), src.data(), sizeof(T) * src.row_stride(),
-                                         sizeof(T) * src.cols(), src.rows(), cudaMemcpyDeviceToDevice, stream(ctx)),
-                       "copy");
+    copy_rows(ctx, src, dst.data(), dst.row_stride(), cudaMemcpyDeviceToDevice, "copy");
   }
 
   /// dst (contiguous) = host values, copied on the stream through the context's pinned staging buffer, so the
@@ -237,10 +234,7 @@ struct backend<cuda> {
   /// A strided device-to-host copy; waits for the stream (so for every op before it).
   template <class T>
   static void download(context<cuda>& ctx, view<const T, cuda> src, view<T, cpu> host) {
-    if (src.rows() == 0 || src.cols() == 0) return;
-    cuda_detail::check(cudaMemcpy2DAsync(host.data(), sizeof(T) * host.row_stride(), src.data(), sizeof(T) * src.row_stride(),
-                                         sizeof(T) * src.cols(), src.rows(), cudaMemcpyDeviceToHost, stream(ctx)),
-                       "download");
+    copy_rows(ctx, src, host.data(), host.row_stride(), cudaMemcpyDeviceToHost, "download");
     ctx.backend().synchronize();
   }
 
@@ -256,26 +250,16 @@ struct backend<cuda> {
   template <class T>
   static void attention(context<cuda>& ctx, view<const T, cuda> q, view<const T, cuda> k, view<const T, cuda> v,
                         view<const float, cuda> mask, index_t heads, float scale, view<T, cuda> out) {
-    cuda_kernels::mask_arg m{nullptr, 1, 1, 1};
-    if (!mask.empty()) {
-      const ops::mask_layout layout = ops::mask_layout::of(mask);
-      m = {mask.data(), layout.batch, layout.heads, layout.queries};
-    }
-    cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k), matrix(v), m, q.dim(0), q.dim(1), k.dim(1), k.dim(1), heads,
-                               scale, matrix(out));
+    cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k), matrix(v), mask_argument(mask), q.dim(0), q.dim(1), k.dim(1),
+                               k.dim(1), heads, scale, matrix(out));
   }
 
   /// One launch for the whole batch: the kernel steps from one batch row's keys to the next by the capacity.
   template <class T>
   static void attention_over_cache(context<cuda>& ctx, view<const T, cuda> q, view<const T, cuda> k_cache, view<const T, cuda> v_cache,
                                    index_t keys, view<const float, cuda> mask, index_t heads, float scale, view<T, cuda> out) {
-    cuda_kernels::mask_arg m{nullptr, 1, 1, 1};
-    if (!mask.empty()) {
-      const ops::mask_layout layout = ops::mask_layout::of(mask);
-      m = {mask.data(), layout.batch, layout.heads, layout.queries};
-    }
-    cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k_cache), matrix(v_cache), m, q.dim(0), q.dim(1), keys, k_cache.dim(1),
-                               heads, scale, matrix(out));
+    cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k_cache), matrix(v_cache), mask_argument(mask), q.dim(0), q.dim(1), keys,
+                               k_cache.dim(1), heads, scale, matrix(out));
   }
 
   template <class T>
@@ -289,6 +273,20 @@ struct backend<cuda> {
   template <class T>
   static cuda_kernels::matrix<T> matrix(view<T, cuda> v) {
     return {v.data(), v.rows(), v.cols(), v.row_stride()};
+  }
+  /// The kernels' form of an additive mask (ops::mask_layout's broadcast), or none.
+  static cuda_kernels::mask_arg mask_argument(view<const float, cuda> mask) {
+    if (mask.empty()) return {nullptr, 1, 1, 1};
+    const ops::mask_layout layout = ops::mask_layout::of(mask);
+    return {mask.data(), layout.batch, layout.heads, layout.queries};
+  }
+  /// src's rows to `dst` (rows dst_stride elements apart) on the stream: device to device or to the host.
+  template <class T>
+  static void copy_rows(context<cuda>& ctx, view<const T, cuda> src, T* dst, index_t dst_stride, cudaMemcpyKind kind, const char* what) {
+    if (src.rows() == 0 || src.cols() == 0) return;
+    cuda_detail::check(cudaMemcpy2DAsync(dst, sizeof(T) * dst_stride, src.data(), sizeof(T) * src.row_stride(), sizeof(T) * src.cols(),
+                                         src.rows(), kind, stream(ctx)),
+                       what);
   }
 };
 

@@ -3,11 +3,9 @@
 /// Multi-head attention: the fp32 warp-per-query kernel, the tensor-core FlashAttention-2-style kernel for bf16 /
 /// fp16, the split-key kernel of decoding steps, and attention(), which picks one.
 
-#ifndef __CUDACC__
-#error "CUDA C++: include <qformer/cuda.hpp> from a .cu file compiled by nvcc"
-#endif
-
 #include "common.cuh"
+
+#include <type_traits>
 
 namespace qformer::cuda_kernels {
 
@@ -460,6 +458,18 @@ __global__ void __launch_bounds__(detail::decode_threads) decode_attention_kerne
 }
 
 namespace detail {
+/// launch(std::integral_constant<int, ceil(head_dim / 32)>): the kernels that give each lane head_dim / 32
+/// columns are instantiated for 1 to 4 chunks (head_dim <= 128).
+template <class Launch>
+void with_head_chunks(index head_dim, Launch&& launch) {
+  switch ((head_dim + 31) / 32) {
+    case 1: launch(std::integral_constant<int, 1>{}); break;
+    case 2: launch(std::integral_constant<int, 2>{}); break;
+    case 3: launch(std::integral_constant<int, 3>{}); break;
+    default: launch(std::integral_constant<int, 4>{}); break;
+  }
+}
+
 /// Whether the current device has bf16 / fp16 mma.sync and ldmatrix (compute capability 8.0 or newer).
 inline bool device_has_bf16_mma() {
   int device = 0, major = 0;
@@ -482,17 +492,11 @@ void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix
     const std::size_t bytes = sizeof(float) * static_cast<std::size_t>(detail::attention_max_head_dim + keys + detail::decode_warps * head_dim);
     const bool vector_ok = detail::vector_loads<T>(head_dim, {&k});
     const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(batch));
-    auto launch = [&](auto kernel) {
-      kernel<<<grid, detail::decode_threads, bytes, stream>>>(detail::device(q), detail::device(k), detail::device(v), mask, keys,
-                                                              key_batch_rows, static_cast<int>(head_dim), scale, vector_ok,
-                                                              detail::device(out));
-    };
-    switch ((head_dim + 31) / 32) {
-      case 1: launch(decode_attention_kernel<S, 1>); break;
-      case 2: launch(decode_attention_kernel<S, 2>); break;
-      case 3: launch(decode_attention_kernel<S, 3>); break;
-      default: launch(decode_attention_kernel<S, 4>); break;
-    }
+    detail::with_head_chunks(head_dim, [&](auto chunks) {
+      decode_attention_kernel<S, decltype(chunks)::value><<<grid, detail::decode_threads, bytes, stream>>>(
+          detail::device(q), detail::device(k), detail::device(v), mask, keys, key_batch_rows, static_cast<int>(head_dim), scale,
+          vector_ok, detail::device(out));
+    });
     detail::check_launch("decode_attention_kernel");
     return;
   }
@@ -520,17 +524,11 @@ void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix
   const dim3 grid(static_cast<unsigned>((queries + detail::attention_warps - 1) / detail::attention_warps),
                   static_cast<unsigned>(heads), static_cast<unsigned>(batch));
   const std::size_t bytes = detail::attention_shared_bytes(head_dim);
-  auto launch = [&](auto kernel) {
-    kernel<<<grid, detail::attention_warps * 32, bytes, stream>>>(detail::device(q), detail::device(k), detail::device(v), mask,
-                                                                  queries, keys, key_batch_rows, static_cast<int>(head_dim), scale,
-                                                                  detail::device(out));
-  };
-  switch ((head_dim + 31) / 32) {
-    case 1: launch(attention_kernel<S, 1>); break;
-    case 2: launch(attention_kernel<S, 2>); break;
-    case 3: launch(attention_kernel<S, 3>); break;
-    default: launch(attention_kernel<S, 4>); break;
-  }
+  detail::with_head_chunks(head_dim, [&](auto chunks) {
+    attention_kernel<S, decltype(chunks)::value><<<grid, detail::attention_warps * 32, bytes, stream>>>(
+        detail::device(q), detail::device(k), detail::device(v), mask, queries, keys, key_batch_rows, static_cast<int>(head_dim), scale,
+        detail::device(out));
+  });
   detail::check_launch("attention_kernel");
 }
 

@@ -3,10 +3,6 @@
 /// Elementwise ops over strided matrices (GELU erf / tanh, ReLU, scale, add, mul; 16-byte vector kernels where
 /// aligned), casts, embedding rows, and im2col of the patch embedding.
 
-#ifndef __CUDACC__
-#error "CUDA C++: include <qformer/cuda.hpp> from a .cu file compiled by nvcc"
-#endif
-
 #include "common.cuh"
 
 namespace qformer::cuda_kernels {

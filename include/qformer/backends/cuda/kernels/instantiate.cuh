@@ -2,10 +2,6 @@
 /// \file
 /// QFORMER_CUDA_INSTANTIATE_KERNELS: explicit instantiations of every launcher.
 
-#ifndef __CUDACC__
-#error "CUDA C++: include <qformer/cuda.hpp> from a .cu file compiled by nvcc"
-#endif
-
 #include "attention.cuh"
 #include "elementwise.cuh"
 #include "norms.cuh"

@@ -2,10 +2,6 @@
 /// \file
 /// layer_norm (block per row, or warp per row where the row fits a warp's registers) and rms_norm.
 
-#ifndef __CUDACC__
-#error "CUDA C++: include <qformer/cuda.hpp> from a .cu file compiled by nvcc"
-#endif
-
 #include "common.cuh"
 
 namespace qformer::cuda_kernels {
@@ -15,9 +11,6 @@ namespace qformer::cuda_kernels {
 // into registers, all loads issued before the first use (a row's latency paid once, not once per element);
 // mean, then squared deviations from the registers, as the CPU's two passes. Wider rows read global memory
 // in each pass.
-
-constexpr int row_threads_v = 256;  // = detail::row_threads: the norms' block size (for __launch_bounds__)
-static_assert(row_threads_v == detail::row_threads);
 
 namespace detail {
 constexpr int norm_per_thread = 16;
@@ -34,7 +27,7 @@ __device__ __forceinline__ void load_row(const S* row, index cols, float (&v)[no
 }  // namespace detail
 
 template <class S>
-__global__ void __launch_bounds__(row_threads_v, 2) layer_norm_kernel(matrix<const S> x, const S* w, const S* b, float eps, matrix<S> y) {
+__global__ void __launch_bounds__(detail::row_threads, 2) layer_norm_kernel(matrix<const S> x, const S* w, const S* b, float eps, matrix<S> y) {
   __shared__ float scratch[32];
   const bool in_registers = x.cols <= static_cast<index>(blockDim.x) * detail::norm_per_thread;
   for (index r = blockIdx.x; r < x.rows; r += gridDim.x) {
@@ -81,7 +74,7 @@ __global__ void __launch_bounds__(row_threads_v, 2) layer_norm_kernel(matrix<con
 }
 
 template <class S>
-__global__ void __launch_bounds__(row_threads_v, 2) rms_norm_kernel(matrix<const S> x, const S* w, float eps, matrix<S> y) {
+__global__ void __launch_bounds__(detail::row_threads, 2) rms_norm_kernel(matrix<const S> x, const S* w, float eps, matrix<S> y) {
   __shared__ float scratch[32];
   const bool in_registers = x.cols <= static_cast<index>(blockDim.x) * detail::norm_per_thread;
   for (index r = blockIdx.x; r < x.rows; r += gridDim.x) {
