@@ -289,6 +289,28 @@ TEST_CASE("attention at GEMM sizes (more than 8 queries, odd lengths): both kern
   set_cpu_kernels(cpu_kernels::automatic);
 }
 
+#if defined(_OPENMP)
+TEST_CASE("threads: a one-thread split runs inline, and kernels inside a team do not open nested teams") {
+  // A one-thread OpenMP region is an inactive level: a kernel inside it may open a nested team of 2, whose
+  // thread libgomp creates and ends every time (the decode step's per-head attention did that 2,048 times a step).
+  const int saved = Eigen::nbThreads();
+  Eigen::setNbThreads(2);
+  int level_inline = -1;
+  cpu_detail::parallel_for(3, 1, [&](index_t, index_t slot) {
+    if (slot == 0) level_inline = omp_get_level();
+  });
+  CHECK(level_inline == 0);
+  int threads_inside = 0;
+  cpu_detail::parallel_for(2, 2, [&](index_t, index_t slot) {
+    if (slot == 0) threads_inside = cpu_detail::kernel_threads(1000);
+  });
+  CHECK(threads_inside == 1);
+  CHECK(cpu_detail::kernel_threads(1000) == 2);
+  CHECK(cpu_detail::kernel_threads(1) == 1);
+  Eigen::setNbThreads(saved);
+}
+#endif
+
 TEST_CASE("cast rounds to nearest even and widens exactly") {
   context<cpu> ctx;
   tensor<float> x({2, 3});

@@ -9,10 +9,9 @@
 #include "gemm.hpp"
 #include "../../ops/ops.hpp"
 
+#include "threads.hpp"
+
 #include <algorithm>
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace qformer::cpu_detail {
 
@@ -41,7 +40,7 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
     const ops::mask_layout m = mask.empty() ? ops::mask_layout{} : ops::mask_layout::of(mask);
     // (batch, head) pairs are independent: split across the threads, one score buffer each. With the AVX-512
     // kernels, Q K^T and P V are two matmul_nt calls (V transposed per head into scratch); otherwise Eigen.
-    const int threads = static_cast<int>(std::max<index_t>(1, std::min<index_t>(Eigen::nbThreads(), pairs)));
+    const int threads = Lq * Lk * dh >= 16384 ? kernel_threads(pairs) : 1;
     const bool kernels = use_avx512_kernels<float>();
 #ifdef QFORMER_HAVE_AVX512_KERNELS
     const index_t extra = kernels ? dh * Lk + std::max(matmul_nt_scratch(Lq, dh), matmul_nt_scratch(Lq, Lk)) : 0;
@@ -49,16 +48,8 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
     const index_t extra = 0;
 #endif
     view<float> all_scratch = ctx.alloc<float>({threads, Lq * Lk + extra});
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && Lq * Lk * dh >= 16384)
-#endif
-    for (index_t pair = 0; pair < pairs; ++pair) {
+    parallel_for(pairs, threads, [&](index_t pair, index_t slot) {
       const index_t b = pair / heads, h = pair % heads;
-#if defined(_OPENMP)
-      const index_t slot = omp_get_thread_num();
-#else
-      const index_t slot = 0;
-#endif
       float* scratch = all_scratch.row(slot);
       view<float> scores(scratch, {Lq, Lk});
       const float* qh = q.row(b * Lq) + h * dh;
@@ -74,7 +65,7 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
         for (index_t j = 0; j < Lk; ++j)
           for (index_t d = 0; d < dh; ++d) vt[d * Lk + j] = vh[j * v.row_stride() + d];
         matmul_nt(scratch, Lk, vt, Lk, nullptr, oh, out.row_stride(), Lq, dh, Lk, packed);
-        continue;
+        return;
       }
 #endif
       auto S = map(scores);
@@ -84,7 +75,7 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
       S.noalias() = Q * K.transpose();
       softmax_rows(scores, mask, m, b, h, scale);
       map(oh, Lq, dh, out.row_stride()).noalias() = S * V;
-    }
+    });
   }
 }
 

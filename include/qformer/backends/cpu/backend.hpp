@@ -7,13 +7,11 @@
 #include "eigen_maps.hpp"
 #include "elementwise.hpp"
 #include "gemm.hpp"
+#include "threads.hpp"
 
 #include <algorithm>
 #include <cstdint>
 #include <span>
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace qformer {
 
@@ -135,19 +133,7 @@ struct backend<cpu> {
  private:
   /// Threads for a row-wise op over rows x cols elements: all of Eigen's setting once there is enough work.
   static int row_threads(index_t rows, index_t cols) {
-    return rows * cols >= (index_t{1} << 15) ? static_cast<int>(std::max<index_t>(1, std::min<index_t>(Eigen::nbThreads(), rows))) : 1;
-  }
-
-  /// fn(row, slot) for every row, split across threads; slot in [0, threads) names the thread's scratch.
-  template <class Fn>
-  static void parallel_rows(index_t rows, int threads, Fn&& fn) {
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (index_t r = 0; r < rows; ++r) fn(r, static_cast<index_t>(omp_get_thread_num()));
-#else
-    (void)threads;
-    for (index_t r = 0; r < rows; ++r) fn(r, index_t{0});
-#endif
+    return rows * cols >= (index_t{1} << 15) ? cpu_detail::kernel_threads(rows) : 1;
   }
 
   /// y = row_fn(a, b) by rows; bf16 / fp16 rows widened to float one row at a time in per-thread scratch.
@@ -156,11 +142,11 @@ struct backend<cpu> {
     const index_t n = a.cols();
     const int threads = row_threads(a.rows(), n);
     if constexpr (std::is_same_v<T, float>) {
-      parallel_rows(a.rows(), threads, [&](index_t r, index_t) { row_fn(a.row(r), b.row(r), n, y.row(r)); });
+      cpu_detail::parallel_for(a.rows(), threads, [&](index_t r, index_t) { row_fn(a.row(r), b.row(r), n, y.row(r)); });
     } else {
       typename context<cpu>::scope scope(ctx);
       view<float> scratch = ctx.alloc<float>({threads, 3 * n});
-      parallel_rows(a.rows(), threads, [&](index_t r, index_t slot) {
+      cpu_detail::parallel_for(a.rows(), threads, [&](index_t r, index_t slot) {
         float* af = scratch.row(slot);
         float* bf = af + n;
         float* yf = bf + n;
@@ -178,11 +164,11 @@ struct backend<cpu> {
     const index_t n = x.cols();
     const int threads = row_threads(x.rows(), n);
     if constexpr (std::is_same_v<T, float>) {
-      parallel_rows(x.rows(), threads, [&](index_t r, index_t) { row_fn(x.row(r), n, y.row(r)); });
+      cpu_detail::parallel_for(x.rows(), threads, [&](index_t r, index_t) { row_fn(x.row(r), n, y.row(r)); });
     } else {
       typename context<cpu>::scope scope(ctx);
       view<float> scratch = ctx.alloc<float>({threads, 2 * n});
-      parallel_rows(x.rows(), threads, [&](index_t r, index_t slot) {
+      cpu_detail::parallel_for(x.rows(), threads, [&](index_t r, index_t slot) {
         float* xf = scratch.row(slot);
         float* yf = xf + n;
         cpu_detail::widen_row(x.row(r), n, xf);

@@ -17,6 +17,7 @@
 #include "../../core/context.hpp"
 #include "../../core/cpu_features.hpp"
 #include "../../core/dtype.hpp"
+#include "threads.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -27,15 +28,15 @@
 #define QFORMER_HAVE_AVX512_KERNELS 1
 #define QFORMER_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #define QFORMER_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 #endif
 
 namespace qformer::cpu_detail::avx512 {
 
 /// Up to this many rows of x take the GEMV path.
 inline constexpr index_t gemv_max_rows = 4;  // measured: from 5 rows the GEMM is faster
+/// A GEMV over fewer weights runs on the calling thread (waking a second costs more than it saves; e.g. the
+/// decode step's per-head attention, 80 x the cache length).
+inline constexpr index_t gemv_split_weights = index_t{1} << 15;
 /// Output columns (rows of w) per GEMM micro-tile.
 inline constexpr int tile_n = 12;
 
@@ -44,16 +45,6 @@ inline constexpr int tile_n = 12;
 /// x is packed in panels of 32 rows, the last one 16 or 32 wide (rows beyond M zero): padded_rows(M) in all.
 inline index_t padded_rows(index_t M) { return (M + 15) / 16 * 16; }
 inline index_t panel_width(index_t M, index_t m0) { return M - m0 > 16 ? 32 : 16; }
-
-/// The number of threads the kernels use: Eigen's setting (the qformer program's --threads sets it).
-inline int kernel_threads(index_t work_items) {
-#if defined(_OPENMP)
-  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(Eigen::nbThreads(), work_items)));
-#else
-  (void)work_items;
-  return 1;
-#endif
-}
 
 /// The sum of v's 16 lanes (GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header).
 QFORMER_TARGET_AVX512 inline float lane_sum(__m512 v) {
@@ -122,15 +113,12 @@ inline void dispatch_gemv_rows(index_t M, Fn&& fn) {
 /// The GEMV loop both element types share: output columns in blocks of R rows of w (8, or 4 from 3 rows of x,
 /// so that R x MM accumulators fit the registers), blocks split across threads, the last rows one at a time.
 /// block.template operator()<R>(n0, sums) fills sums (R x MM, of type Sum) for w rows [n0, n0 + R); put(m, n, sum)
-/// stores.
+/// stores. Split across threads from gemv_split_weights weights (N x K) on, with at least 8 blocks a thread.
 template <int MM, class Sum = float, class Block, class Put>
-inline void gemv_driver(index_t N, Block&& block, Put&& put) {
+inline void gemv_driver(index_t N, index_t K, Block&& block, Put&& put) {
   constexpr int R = MM <= 2 ? 8 : 4;
   const index_t blocks = (N + R - 1) / R;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(kernel_threads(blocks / 8 + 1))
-#endif
-  for (index_t blk = 0; blk < blocks; ++blk) {
+  parallel_for(blocks, N * K >= gemv_split_weights ? kernel_threads(blocks / 8 + 1) : 1, [&](index_t blk, index_t) {
     const index_t n0 = blk * R;
     Sum sums[R * MM];
     if (n0 + R <= N) {
@@ -143,7 +131,7 @@ inline void gemv_driver(index_t N, Block&& block, Put&& put) {
         for (int m = 0; m < MM; ++m) put(m, n, sums[m]);
       }
     }
-  }
+  });
 }
 
 /// How far ahead (bytes) the GEMV kernels prefetch each weight row they stream.
@@ -190,7 +178,7 @@ QFORMER_TARGET_AVX512 inline void gemv_f32(const float* x, index_t ldx, const fl
                                            float* y, index_t ldy, index_t M, index_t N, index_t K) {
   dispatch_gemv_rows(M, [&]<int MM>() {
     gemv_driver<MM>(
-        N, [&]<int R>(index_t n0, float* sums) { gemv_block_f32<R, MM>(x, ldx, w + n0 * ldw, ldw, K, sums); },
+        N, K, [&]<int R>(index_t n0, float* sums) { gemv_block_f32<R, MM>(x, ldx, w + n0 * ldw, ldw, K, sums); },
         [&](index_t m, index_t n, float sum) { y[m * ldy + n] = sum + (b ? b[n] : 0.0f); });
   });
 }
@@ -287,7 +275,7 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, con
   const auto* w16 = reinterpret_cast<const std::uint16_t*>(w);
   dispatch_gemv_rows(M, [&]<int MM>() {
     gemv_driver<MM>(
-        N, [&]<int R>(index_t n0, float* sums) { gemv_block_bf16<R, MM>(x16, ldx, w16 + n0 * ldw, ldw, K, sums); },
+        N, K, [&]<int R>(index_t n0, float* sums) { gemv_block_bf16<R, MM>(x16, ldx, w16 + n0 * ldw, ldw, K, sums); },
         [&](index_t m, index_t n, float sum) { y[m * ldy + n] = bf16(sum + (b ? static_cast<float>(b[n]) : 0.0f)); });
   });
 }
@@ -334,33 +322,25 @@ void blocked_gemm(const Kernel& kernel, index_t M, index_t N, index_t K, typenam
     for (index_t k0 = 0; k0 < K; k0 += Kernel::block_k) {
       const index_t kc = std::min(Kernel::block_k, K - k0), units = Kernel::units(kc);
       const bool first = k0 == 0, last = k0 + kc == K;
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(kernel_threads(tiles))
-#endif
-      {
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-        for (index_t p = 0; p < panels; ++p) {
-          const index_t m0 = p * 32;
-          kernel.pack(mb + m0, std::min<index_t>(32, rows_in_block - m0), panel_width(rows_in_block, m0), k0, kc,
-                      xp + m0 * units);
-        }
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-        for (index_t t = 0; t < tiles; ++t) {
-          alignas(64) typename Kernel::sum out[tile_n * 32];
-          const index_t n0 = t * tile_n, rows = std::min<index_t>(tile_n, N - n0);
-          for (index_t m0 = 0; m0 < rows_in_block; m0 += 32) {
-            const index_t width = panel_width(rows_in_block, m0), valid = std::min<index_t>(width, rows_in_block - m0);
-            kernel.split(rows, [&](index_t r0, int r) {
-              kernel.tile(r, static_cast<int>(width / 16), n0 + r0, k0, kc, xp + m0 * units, out);
-              kernel.emit(mb + m0, valid, n0 + r0, r, out, width, first, last);
-            });
-          }
-        }
-      }
+      parallel_for_then(
+          kernel_threads(tiles), panels,
+          [&](index_t p) {
+            const index_t m0 = p * 32;
+            kernel.pack(mb + m0, std::min<index_t>(32, rows_in_block - m0), panel_width(rows_in_block, m0), k0, kc,
+                        xp + m0 * units);
+          },
+          tiles,
+          [&](index_t t) {
+            alignas(64) typename Kernel::sum out[tile_n * 32];
+            const index_t n0 = t * tile_n, rows = std::min<index_t>(tile_n, N - n0);
+            for (index_t m0 = 0; m0 < rows_in_block; m0 += 32) {
+              const index_t width = panel_width(rows_in_block, m0), valid = std::min<index_t>(width, rows_in_block - m0);
+              kernel.split(rows, [&](index_t r0, int r) {
+                kernel.tile(r, static_cast<int>(width / 16), n0 + r0, k0, kc, xp + m0 * units, out);
+                kernel.emit(mb + m0, valid, n0 + r0, r, out, width, first, last);
+              });
+            }
+          });
     }
   }
 }

@@ -229,7 +229,7 @@ void linear_int8(context<cpu>& ctx, view<const T> x, const int8_weights& w, cons
     if (M <= avx512::gemv_max_rows) {
       avx512::dispatch_gemv_rows(M, [&]<int MM>() {
         avx512::gemv_driver<MM, std::int32_t>(
-            N,
+            N, w.stride,
             [&]<int R>(index_t n0, std::int32_t* dots) {
               avx512::gemv_block_int8<R, MM>(q, w.stride, w.values.data() + n0 * w.stride, w.stride, w.stride, dots);
             },
