@@ -35,8 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 SYNCHRONIZE = lambda: None  # torch.cuda.synchronize on a GPU
 
@@ -147,7 +145,12 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=30)
     parser.add_argument("--out", type=Path, help="write both runs and the ratios as JSON here")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--omp-wait-policy", default="inherit", choices=["inherit", "passive", "active"],
+                        help="OMP_WAIT_POLICY for both runs (set before either OpenMP runtime starts); inherit: as the "
+                             "environment has it (unset: libgomp spins briefly, then sleeps)")
     args = parser.parse_args()
+    if args.omp_wait_policy != "inherit":
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     dtypes, stages = args.dtypes.split(","), args.stages.split(",")
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -176,7 +179,8 @@ def main() -> int:
         print(f"\nmachine: {ours['machine']['gpu']} (torch sees {torch.cuda.get_device_name(0)}); torch {torch.__version__}, "
               f"transformers {transformers.__version__}\n")
     else:
-        print(f"\nmachine: {ours['machine']['cpu']}, {args.threads} threads; torch {torch.__version__}, transformers "
+        print(f"\nmachine: {ours['machine']['cpu']}, {args.threads} threads, OMP_WAIT_POLICY="
+              f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; torch {torch.__version__}, transformers "
               f"{transformers.__version__}; peaks in the same run: fp32 FMA {ours['machine']['fp32_fma_gflops']:.0f} GFLOP/s, "
               f"bf16 {ours['machine']['bf16_dot_gflops']:.0f} GFLOP/s, read {ours['machine']['read_gbps']:.1f} GB/s\n")
     print("| stage | dtype | batch | transformers min / median ms | qformer min / median ms | speed-up (min) | qformer rate |")
