@@ -86,17 +86,17 @@ TEST_CASE_TEMPLATE("linear matches the reference, including strided input and no
 }
 
 TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the reference at every edge", T, float, bf16) {
-  // Rows 1-4 take the GEMV kernels, more the blocked GEMM (panels of 32 and a last one of 16 or 32, micro-tiles
-  // of 12/8/4/2/1 rows of w, or for bf16 on AMX 32 rows then those); depths past one block (1024 fp32, 2048 bf16,
-  // 4096 AMX) accumulate across blocks; odd depths leave bf16 a half pair, depths not a multiple of 32 an AMX tail;
-  // more than 128 rows span several AMX row blocks; strided x and y.
+  // Rows 1-8 take the GEMV kernels (bf16 on AMX: 1-4), more the blocked GEMM (panels of 32 and a last one of 16 or
+  // 32, micro-tiles of 12/8/4/2/1 rows of w, or for bf16 on AMX 32 rows then those); depths past one block (1024
+  // fp32, 2048 bf16, 4096 AMX) accumulate across blocks; odd depths leave bf16 a half pair, depths not a multiple of
+  // 32 an AMX tail; more than 128 rows span several AMX row blocks; strided x and y.
   struct size3 {
     index_t rows, in, out;
   };
-  const size3 sizes[] = {{1, 1, 1},   {1, 37, 29},  {2, 64, 13},   {3, 17, 40},   {4, 100, 9},    {5, 33, 12}, {6, 40, 17}, {8, 513, 23},
-                         {16, 31, 25}, {17, 8, 27},  {31, 65, 11},  {33, 70, 50},  {47, 129, 37},  {64, 2100, 14},
-                         {70, 1030, 3}, {257, 40, 29}, {300, 2051, 13}, {9, 4099, 21}, {5, 64, 32}, {40, 4133, 64},
-                         {150, 101, 96}, {257, 1408, 45}};
+  const size3 sizes[] = {{1, 1, 1},      {1, 37, 29},     {2, 64, 13},    {3, 17, 40},    {4, 100, 9},   {5, 33, 12},
+                         {6, 40, 17},    {7, 300, 33},    {8, 513, 23},   {16, 31, 25},   {17, 8, 27},   {31, 65, 11},
+                         {33, 70, 50},   {47, 129, 37},   {64, 2100, 14}, {70, 1030, 3},  {257, 40, 29}, {300, 2051, 13},
+                         {9, 4099, 21},  {5, 64, 32},     {40, 4133, 64}, {150, 101, 96}, {257, 1408, 45}};
   context<cpu> ctx;
   if (!host_cpu().has_avx512()) MESSAGE("this CPU has no AVX-512: every run takes the portable path");
   if (std::is_same_v<T, bf16> && !host_cpu().has_amx_bf16()) MESSAGE("no AMX here: automatic is the avx512 path");
@@ -126,15 +126,15 @@ TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the 
 }
 
 TEST_CASE_TEMPLATE("linear_int8: VNNI and portable give the same numbers, within the quantisation bound of fp32", T, float, bf16) {
-  // Rows 1-4 take the GEMV (64 k per load), more the blocked GEMM (12-row micro-tiles, panels of 32 and 16, several
+  // Rows 1-8 take the GEMV (64 k per load), more the blocked GEMM (12-row micro-tiles, panels of 32 and 16, several
   // row blocks past 128); depths around the 64-element padding. The error of symmetric 8-bit rounding of both
   // operands is at most (max|x| sum|w| + max|w| sum|x|) / 254 per output: on uniform data of these depths well
   // under 2 % of the largest output; the bound checked is 3 %.
   struct size3 {
     index_t rows, in, out;
   };
-  const size3 sizes[] = {{1, 1, 1}, {1, 63, 29}, {2, 64, 13}, {3, 65, 40}, {4, 200, 9}, {5, 128, 12}, {33, 70, 50},
-                         {150, 129, 37}, {40, 1000, 64}};
+  const size3 sizes[] = {{1, 1, 1}, {1, 63, 29}, {2, 64, 13}, {3, 65, 40}, {4, 200, 9}, {5, 128, 12}, {7, 129, 21},
+                         {8, 64, 19}, {9, 100, 30}, {33, 70, 50}, {150, 129, 37}, {40, 1000, 64}};
   context<cpu> ctx;
   for (const size3& s : sizes) {
     CAPTURE(s.rows);

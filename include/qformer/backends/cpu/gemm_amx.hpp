@@ -2,7 +2,8 @@
 /// \file
 /// AMX bf16 linear-layer GEMM: y (M, N) = x (M, K) · w (N, K)^T + b, on the tile registers (`tdpbf16ps`, 16 x 16
 /// fp32 accumulators of 16 x 32 bf16 by 32 x 16 bf16 products). Used where the CPU has AMX and Linux granted the
-/// tile state (cpu_features::has_amx_bf16), for M > gemv_max_rows; everything else stays on gemm_avx512.hpp.
+/// tile state (cpu_features::has_amx_bf16), for M > amx_gemv_max_rows (gemm.hpp); everything else stays on
+/// gemm_avx512.hpp.
 ///
 /// The micro-tile is 32 rows of w by one packed panel of x (32 or 16 rows), computed transposed like the AVX-512
 /// tiles: C[i][j] = sum_k w[n0 + i][k] x[m0 + j][k].

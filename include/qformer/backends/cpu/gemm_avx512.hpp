@@ -30,10 +30,11 @@
 #define QFORMER_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
 #endif
 
+
 namespace qformer::cpu_detail::avx512 {
 
 /// Up to this many rows of x take the GEMV path.
-inline constexpr index_t gemv_max_rows = 4;  // measured: from 5 rows the GEMM is faster
+inline constexpr index_t gemv_max_rows = 8;  // a decode step of 8 rows streams the weights once
 /// A GEMV over fewer weights runs on the calling thread (waking a second costs more than it saves; e.g. the
 /// decode step's per-head attention, 80 x the cache length).
 inline constexpr index_t gemv_split_weights = index_t{1} << 15;
@@ -99,24 +100,29 @@ QFORMER_TARGET_AVX512 inline void tile_f32(const float* w, index_t ldw, const fl
 
 // ---- GEMV (decode: at most gemv_max_rows rows of x) -----------------------------------------------------------
 
-/// Calls fn.template operator()<MM>() for MM = M in [1, gemv_max_rows] (4).
+/// Calls fn.template operator()<MM>() for MM = M in [1, gemv_max_rows] (8).
 template <class Fn>
 inline void dispatch_gemv_rows(index_t M, Fn&& fn) {
   switch (M) {
     case 1: fn.template operator()<1>(); break;
     case 2: fn.template operator()<2>(); break;
     case 3: fn.template operator()<3>(); break;
-    default: fn.template operator()<4>(); break;
+    case 4: fn.template operator()<4>(); break;
+    case 5: fn.template operator()<5>(); break;
+    case 6: fn.template operator()<6>(); break;
+    case 7: fn.template operator()<7>(); break;
+    default: fn.template operator()<8>(); break;
   }
 }
 
-/// The GEMV loop both element types share: output columns in blocks of R rows of w (8, or 4 from 3 rows of x,
-/// so that R x MM accumulators fit the registers), blocks split across threads, the last rows one at a time.
+/// The GEMV loop every element type shares: output columns in blocks of R rows of w (8; 4 from 3 rows of x; 2 from
+/// 5: R x MM accumulators and MM x vectors fit the 32 registers), blocks split across threads, the last rows one
+/// at a time.
 /// block.template operator()<R>(n0, sums) fills sums (R x MM, of type Sum) for w rows [n0, n0 + R); put(m, n, sum)
 /// stores. Split across threads from gemv_split_weights weights (N x K) on, with at least 8 blocks a thread.
 template <int MM, class Sum = float, class Block, class Put>
 inline void gemv_driver(index_t N, index_t K, Block&& block, Put&& put) {
-  constexpr int R = MM <= 2 ? 8 : 4;
+  constexpr int R = MM <= 2 ? 8 : MM <= 4 ? 4 : 2;
   const index_t blocks = (N + R - 1) / R;
   parallel_for(blocks, N * K >= gemv_split_weights ? kernel_threads(blocks / 8 + 1) : 1, [&](index_t blk, index_t) {
     const index_t n0 = blk * R;
