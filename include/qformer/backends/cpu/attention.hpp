@@ -7,9 +7,8 @@
 #include "eigen_maps.hpp"
 #include "elementwise.hpp"
 #include "gemm.hpp"
-#include "../../ops/ops.hpp"
-
 #include "threads.hpp"
+#include "../../ops/ops.hpp"
 
 #include <algorithm>
 

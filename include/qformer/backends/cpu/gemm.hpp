@@ -118,9 +118,10 @@ void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b
       matmul_nt(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in, xp.data());
       return;
     } else if constexpr (std::is_same_v<T, bf16>) {
-      if (N <= avx512::gemv_max_rows && !(N > amx_gemv_max_rows && use_amx_kernels())) {
+      const bool amx = use_amx_kernels();
+      if (N <= (amx ? amx_gemv_max_rows : avx512::gemv_max_rows)) {
         avx512::gemv_bf16(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in);
-      } else if (use_amx_kernels()) {
+      } else if (amx) {
         bf16_gemm<amx::gemm_bf16_kernel>(ctx, x, w, bias, y, amx::gemm_bf16_scratch_bytes(N, in));
       } else {
         bf16_gemm<avx512::gemm_bf16_kernel>(ctx, x, w, bias, y, avx512::gemm_bf16_scratch_bytes(N, in));

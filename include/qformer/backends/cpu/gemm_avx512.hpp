@@ -30,7 +30,6 @@
 #define QFORMER_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
 #endif
 
-
 namespace qformer::cpu_detail::avx512 {
 
 /// Up to this many rows of x take the GEMV path.
