@@ -4,6 +4,8 @@
 
 #include <qformer/backends/cpu/backend.hpp>
 #include <qformer/backends/cpu/gemm_int8.hpp>
+#include <qformer/io/checkpoint.hpp>
+#include <qformer/layers/linear.hpp>
 #include <qformer/ops/ops.hpp>
 #include <qformer/ops/reference/reference.hpp>
 
@@ -87,16 +89,18 @@ TEST_CASE_TEMPLATE("linear matches the reference, including strided input and no
 
 TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the reference at every edge", T, float, bf16) {
   // Rows 1-8 take the GEMV kernels (bf16 on AMX: 1-4), more the blocked GEMM (panels of 32 and a last one of 16 or
-  // 32, micro-tiles of 12/8/4/2/1 rows of w, or for bf16 on AMX 32 rows then those); depths past one block (1024
+  // 32, micro-tiles of 12/8/4/2/1 rows of w, or for bf16 on AMX 32 rows then those); depths past one block (256
   // fp32, 2048 bf16, 4096 AMX) accumulate across blocks; odd depths leave bf16 a half pair, depths not a multiple of
-  // 32 an AMX tail; more than 128 rows span several AMX row blocks; strided x and y.
+  // 32 an AMX tail; more than 128 rows span several AMX row blocks, more than 384 several fp32 ones; more than 32
+  // n-tiles a thread (830, 790 outputs) several fp32 n-blocks; strided x and y.
   struct size3 {
     index_t rows, in, out;
   };
   const size3 sizes[] = {{1, 1, 1},      {1, 37, 29},     {2, 64, 13},    {3, 17, 40},    {4, 100, 9},   {5, 33, 12},
                          {6, 40, 17},    {7, 300, 33},    {8, 513, 23},   {16, 31, 25},   {17, 8, 27},   {31, 65, 11},
                          {33, 70, 50},   {47, 129, 37},   {64, 2100, 14}, {70, 1030, 3},  {257, 40, 29}, {300, 2051, 13},
-                         {9, 4099, 21},  {5, 64, 32},     {40, 4133, 64}, {150, 101, 96}, {257, 1408, 45}};
+                         {9, 4099, 21},  {5, 64, 32},     {40, 4133, 64}, {150, 101, 96}, {257, 1408, 45},
+                         {400, 300, 830}, {33, 520, 790}};
   context<cpu> ctx;
   if (!host_cpu().has_avx512()) MESSAGE("this CPU has no AVX-512: every run takes the portable path");
   if (std::is_same_v<T, bf16> && !host_cpu().has_amx_bf16()) MESSAGE("no AMX here: automatic is the avx512 path");
@@ -122,6 +126,42 @@ TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the 
       CHECK(test::relative_max_diff(nobias.get(), want_nobias.get()) <= tolerance<T>() * std::max(1.0, std::sqrt(s.in / 64.0)));
     }
     set_cpu_kernels(cpu_kernels::automatic);
+  }
+}
+
+TEST_CASE_TEMPLATE("Linear stores rows a multiple of 2 KiB one cache line apart, and computes the same", T, float, bf16) {
+  // 512 fp32 / 1024 bf16 elements are 2 KiB rows: padded (detail::weight_row_stride); 300 are not. The weight
+  // arrives through set(), load() and load_stacked() (two parts, fused by rows), each spreading rows in place.
+  const random_weights source(7, 0.5f);
+  const weight_scope root(source);
+  for (const index_t in : {index_t{300}, index_t{2048 / sizeof(T)}}) {
+    CAPTURE(in);
+    const index_t N = 40, out = 30;
+    const bool padded = in * static_cast<index_t>(sizeof(T)) % 2048 == 0;
+    tensor<T> x = test::random_tensor<T>({N, in}, 4);
+    tensor<T> w({out, in}), b({out});
+    (root / "a").load_into<T>("weight", {out / 2, in}, w.data());
+    (root / "b").load_into<T>("weight", {out / 2, in}, w.data() + out / 2 * in);
+    (root / "a").load_into<T>("bias", {out / 2}, b.data());
+    (root / "b").load_into<T>("bias", {out / 2}, b.data() + out / 2);
+    tensor<T> want({N, out}), got({N, out});
+    reference::linear<T>(x.get(), w.get(), b.get(), want.mut());
+    Linear<T> by_set(in, out), stacked(in, out), single(in, out / 2);
+    by_set.set(std::move(w), std::move(b));
+    stacked.load_stacked({root / "a", root / "b"});
+    single.load(root / "a");
+    context<cpu> ctx;
+    for (Linear<T>* layer : {&by_set, &stacked, &single}) {
+      const index_t outputs = layer->out_features();
+      CHECK(layer->weight().cols() == in);
+      CHECK(layer->weight().row_stride() == (padded ? in + 64 / index_t{sizeof(T)} : in));
+      view<T> y = got.mut().columns(0, outputs);
+      layer->forward(ctx, x.get(), y);
+      CHECK(test::relative_max_diff(view<const T>(y), want.get().columns(0, outputs)) <= tolerance<T>() * std::sqrt(in / 64.0));
+      layer->quantize_int8();  // quantises the rows, not the padding
+      layer->forward(ctx, x.get(), y);
+      CHECK(test::relative_max_diff(view<const T>(y), want.get().columns(0, outputs)) <= 0.03);
+    }
   }
 }
 

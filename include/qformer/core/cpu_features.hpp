@@ -43,7 +43,9 @@ struct cpu_features {
   std::string describe() const {
     std::string s;
     auto add = [&](bool on, const char* name) {
-      if (on) s += (s.empty() ? "" : " ") + std::string(name);
+      if (!on) return;
+      if (!s.empty()) s += ' ';
+      s += name;
     };
     add(avx2, "avx2");
     add(fma, "fma");

@@ -42,7 +42,7 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
     const int threads = Lq * Lk * dh >= 16384 ? kernel_threads(pairs) : 1;
     const bool kernels = use_avx512_kernels<float>();
 #ifdef QFORMER_HAVE_AVX512_KERNELS
-    const index_t extra = kernels ? dh * Lk + std::max(matmul_nt_scratch(Lq, dh), matmul_nt_scratch(Lq, Lk)) : 0;
+    const index_t extra = kernels ? dh * Lk + std::max(matmul_nt_scratch(Lq, Lk, dh), matmul_nt_scratch(Lq, dh, Lk)) : 0;
 #else
     const index_t extra = 0;
 #endif

@@ -60,21 +60,24 @@ inline bool use_amx_kernels() {
 }
 
 #ifdef QFORMER_HAVE_AVX512_KERNELS
-/// Floats of scratch matmul_nt needs for M rows of depth K.
-inline index_t matmul_nt_scratch(index_t M, index_t K) {
-  return M <= avx512::gemv_max_rows ? 1 : static_cast<index_t>(avx512::gemm_f32_scratch_bytes(M, K) / 4);
+/// Floats of scratch matmul_nt needs for M rows, N columns, depth K (the same thread count as the call).
+inline index_t matmul_nt_scratch(index_t M, index_t N, index_t K) {
+  if (M <= avx512::gemv_max_rows) return 1;
+  const avx512::panel_gemm_plan<avx512::gemm_f32_kernel> plan(M, N, K);
+  return plan.packed_units() + plan.partial_floats();
 }
 
 /// y (M, N; ldy) = x (M, K; ldx) · w (N, K; ldw)^T (+ b) in fp32 with the AVX-512 kernels (callers check
-/// use_avx512_kernels<float>()): GEMV up to gemv_max_rows rows, the blocked GEMM above. `scratch` holds
-/// matmul_nt_scratch(M, K) floats. Inside an OpenMP parallel region it runs on the calling thread alone.
+/// use_avx512_kernels<float>()): GEMV up to gemv_max_rows rows, the panel GEMM above. `scratch` holds
+/// matmul_nt_scratch(M, N, K) floats. Inside an OpenMP parallel region it runs on the calling thread alone.
 inline void matmul_nt(const float* x, index_t ldx, const float* w, index_t ldw, const float* b, float* y, index_t ldy,
                       index_t M, index_t N, index_t K, float* scratch) {
   if (M <= avx512::gemv_max_rows) {
     avx512::gemv_f32(x, ldx, w, ldw, b, y, ldy, M, N, K);
   } else {
     const avx512::gemm_f32_kernel kernel{x, w, b, y, ldx, ldw, ldy};
-    avx512::blocked_gemm(kernel, M, N, K, scratch);
+    const avx512::panel_gemm_plan<avx512::gemm_f32_kernel> plan(M, N, K);
+    avx512::panel_gemm(kernel, plan, scratch, scratch + plan.packed_units());
   }
 }
 
@@ -114,7 +117,7 @@ void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b
   if (N > 0 && out > 0 && in > 0 && use_avx512_kernels<T>()) {
     const T* bias = b.empty() ? nullptr : b.data();
     if constexpr (std::is_same_v<T, float>) {
-      view<float> xp = ctx.alloc<float>({matmul_nt_scratch(N, in)});
+      view<float> xp = ctx.alloc<float>({matmul_nt_scratch(N, out, in)});
       matmul_nt(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in, xp.data());
       return;
     } else if constexpr (std::is_same_v<T, bf16>) {

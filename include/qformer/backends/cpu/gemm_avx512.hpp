@@ -72,23 +72,45 @@ inline void pack_panel_f32(const float* x, index_t ldx, index_t rows, index_t wi
   }
 }
 
-/// out (R, NV*16) = w rows [0, R) (ldw) · xp panel (K, NV*16).
+/// Rows of w a micro-tile pulls into L2 while it computes: row r at `next + r * ldw` for each bit r of `rows`, one
+/// cache line per 64 bytes of the tile's depth. The driver names the next depth block's rows, a few per panel, so
+/// that block streams in behind the arithmetic instead of stalling the first panel that reads it.
+struct prefetch_rows_plan {
+  const void* next = nullptr;
+  unsigned rows = 0;
+};
+
+/// Issues, for depth offset `byte` of a tile, the plan's prefetch of that cache line in each of its rows.
+template <int R>
+inline __attribute__((always_inline)) void prefetch_plan_line(const prefetch_rows_plan& plan, index_t row_bytes, index_t byte) {
+  const char* base = static_cast<const char*>(plan.next) + byte;
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+    if (plan.rows >> r & 1u) _mm_prefetch(base + r * row_bytes, _MM_HINT_T1);
+}
+
+/// out (R, NV*16) = w rows [0, R) (ldw) · xp panel (K, NV*16), plus out's own values when `accumulate`.
 template <int R, int NV>
-QFORMER_TARGET_AVX512 inline void tile_f32(const float* w, index_t ldw, const float* xp, index_t K, float* out) {
+QFORMER_TARGET_AVX512 inline void tile_f32(const float* w, index_t ldw, const float* xp, index_t K, float* out,
+                                           bool accumulate, const prefetch_rows_plan& prefetch = {}) {
   __m512 acc[R][NV];
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (index_t k = 0; k < K; ++k) {
-    __m512 xv[NV];
+    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? _mm512_loadu_ps(out + r * (NV * 16) + v * 16) : _mm512_setzero_ps();
+  for (index_t k0 = 0; k0 < K; k0 += 16) {
+    if (prefetch.rows) prefetch_plan_line<R>(prefetch, ldw * 4, k0 * 4);
+    const index_t k1 = std::min(K, k0 + 16);
+    for (index_t k = k0; k < k1; ++k) {
+      __m512 xv[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_ps(xp + k * (NV * 16) + v * 16);
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_ps(xp + k * (NV * 16) + v * 16);
 #pragma GCC unroll 12
-    for (int r = 0; r < R; ++r) {
-      const __m512 wb = _mm512_set1_ps(w[r * ldw + k]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wb = _mm512_set1_ps(w[r * ldw + k]);
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+      }
     }
   }
 #pragma GCC unroll 12
@@ -372,11 +394,112 @@ inline void dispatch_tile(int r, int nv, Fn&& fn) {
   }
 }
 
+/// Depth per block for K and blocks of at most max_k: as few blocks as that allows, of equal size rounded up to 16
+/// (K = 1408 with 256: five of 240 and one of 208), so that no block is a sliver.
+inline index_t balanced_depth_block(index_t K, index_t max_k) {
+  const index_t blocks = (K + max_k - 1) / max_k;
+  return std::min(K, ((K + blocks - 1) / blocks + 15) / 16 * 16);
+}
+
+/// The GEMM driver, "panel in L1, weights in L2". For each block of up to Kernel::block_m rows of x, the whole
+/// block is packed once (panels in parallel: for each depth block k0, panel m0 at xp + units(k0) * padded +
+/// m0 * units(kc)). The n-tiles are then cut into one contiguous share per thread; a thread walks its share in
+/// blocks of block_n_tiles n-tiles (block_n_tiles x tile_n rows of w by kc: a few hundred KB, held in L2), for
+/// each depth block of at most block_k (a 32 x kc panel of x: 32 KB, held in L1) and each panel, over the
+/// n-tiles of the block: each micro-tile reads its panel from L1 and its 12 rows of w from L2.
+/// Sums of a tile over the depth blocks wait in `partial` (tile layout, per thread; only when K > block_k) and
+/// Kernel::emit stores each finished tile once (transposed, with the bias).
+/// Kernel provides: `packed`, `sum`, tile_n, block_m, block_k, block_n_tiles, units(kc), pack(m0, rows, width,
+/// k0, kc, dst), split(rows, fn) (fn(r0, r) over an n-tile's micro-tiles), tile(r, nv, n0, k0, kc, panel, out,
+/// accumulate) (out[i * nv * 16 + j] (+)= the depth block's y[m0 + j][n0 + i]) and emit(m0, valid, n0, r, out,
+/// width).
+/// The rows of w (from n0, depth from k0; bit r of `rows` for row n0 + r) a micro-tile prefetches.
+struct next_rows {
+  index_t n0 = 0, k0 = 0;
+  unsigned rows = 0;
+};
+
+template <class Kernel>
+struct panel_gemm_plan {
+  index_t M, N, K, tiles, row_block, depth_block;
+  int threads;
+  panel_gemm_plan(index_t M_, index_t N_, index_t K_)
+      : M(M_), N(N_), K(K_), tiles((N_ + Kernel::tile_n - 1) / Kernel::tile_n),
+        row_block(balanced_row_block(M_, Kernel::block_m)), depth_block(balanced_depth_block(K_, Kernel::block_k)),
+        threads(kernel_threads(tiles)) {}
+  index_t padded_block() const { return padded_rows(std::min(M, row_block)); }
+  /// Packed elements of x per block of rows.
+  index_t packed_units() const { return padded_block() * Kernel::units(K); }
+  /// Partial sums per thread (none when one depth block covers K).
+  index_t partial_per_thread() const {
+    return depth_block >= K ? 0 : (padded_block() + 31) / 32 * std::min(tiles, Kernel::block_n_tiles) * Kernel::tile_n * 32;
+  }
+  index_t partial_floats() const { return partial_per_thread() * threads; }
+};
+
+template <class Kernel>
+void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typename Kernel::packed* xp,
+                typename Kernel::sum* partial) {
+  constexpr index_t tile_n = Kernel::tile_n, tile_sums = tile_n * 32;
+  const index_t M = plan.M, N = plan.N, K = plan.K, tiles = plan.tiles, kc_max = plan.depth_block;
+  for (index_t mb = 0; mb < M; mb += plan.row_block) {
+    const index_t rows_in_block = std::min(plan.row_block, M - mb), panels = (rows_in_block + 31) / 32;
+    const index_t padded = padded_rows(rows_in_block);
+    parallel_for_then(
+        plan.threads, panels,
+        [&](index_t p) {
+          const index_t m0 = p * 32, rows = std::min<index_t>(32, rows_in_block - m0);
+          for (index_t k0 = 0; k0 < K; k0 += kc_max) {
+            const index_t kc = std::min(kc_max, K - k0);
+            kernel.pack(mb + m0, rows, panel_width(rows_in_block, m0), k0, kc,
+                        xp + Kernel::units(k0) * padded + m0 * Kernel::units(kc));
+          }
+        },
+        plan.threads,
+        [&](index_t slice) {
+          const index_t t_begin = tiles * slice / plan.threads, t_end = tiles * (slice + 1) / plan.threads;
+          typename Kernel::sum* part = partial + slice * plan.partial_per_thread();
+          alignas(64) typename Kernel::sum single[tile_sums];
+          for (index_t nb = t_begin; nb < t_end; nb += Kernel::block_n_tiles) {
+            const index_t nb_end = std::min(t_end, nb + Kernel::block_n_tiles);
+            for (index_t k0 = 0; k0 < K; k0 += kc_max) {
+              const index_t kc = std::min(kc_max, K - k0);
+              const bool first = k0 == 0, last = k0 + kc == K;
+              const typename Kernel::packed* xk = xp + Kernel::units(k0) * padded;
+              for (index_t p = 0; p < panels; ++p) {
+                const index_t m0 = p * 32, width = panel_width(rows_in_block, m0);
+                const index_t valid = std::min<index_t>(width, rows_in_block - m0);
+                // Each pass over the panels prefetches its share of the rows of the block that comes next
+                // (the next depth block of these n-tiles, or the next n-block's first), row r in pass r % panels.
+                unsigned share = 0;
+                for (index_t r = p; r < tile_n; r += panels) share |= 1u << r;
+                const index_t next_k0 = last ? 0 : k0 + kc, next_shift = last ? Kernel::block_n_tiles * tile_n : 0;
+                for (index_t t = nb; t < nb_end; ++t) {
+                  const index_t n0 = t * tile_n, rows = std::min<index_t>(tile_n, N - n0);
+                  typename Kernel::sum* out =
+                      first && last ? single : part + (p * std::min(tiles, Kernel::block_n_tiles) + (t - nb)) * tile_sums;
+                  const index_t next_n0 = n0 + next_shift;
+                  const bool next_whole = next_n0 + tile_n <= std::min(N, t_end * tile_n) && (next_shift == 0 || t + Kernel::block_n_tiles < t_end);
+                  const next_rows prefetch{next_n0, next_k0, next_whole ? share : 0u};
+                  kernel.split(rows, [&](index_t r0, int r) {
+                    typename Kernel::sum* sub = out + r0 * width;
+                    kernel.tile(r, static_cast<int>(width / 16), n0 + r0, k0, kc, xk + m0 * Kernel::units(kc), sub, !first,
+                                r0 == 0 && r == tile_n ? prefetch : next_rows{});
+                    if (last) kernel.emit(mb + m0, valid, n0 + r0, r, sub, width);
+                  });
+                }
+              }
+            }
+          }
+        });
+  }
+}
+
 /// fp32: y (M, N) = x · w^T + b, accumulated in y across depth blocks.
 struct gemm_f32_kernel {
   using packed = float;
   using sum = float;
-  static constexpr index_t tile_n = avx512::tile_n, block_m = default_block_m, block_k = 1024;
+  static constexpr index_t tile_n = avx512::tile_n, block_m = 384, block_k = 256, block_n_tiles = 32;
   static index_t units(index_t kc) { return kc; }
   const float *x, *w, *b;
   float* y;
@@ -385,16 +508,20 @@ struct gemm_f32_kernel {
   void pack(index_t m0, index_t rows, index_t width, index_t k0, index_t kc, float* dst) const {
     pack_panel_f32(x + m0 * ldx + k0, ldx, rows, width, kc, dst);
   }
-  void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const float* panel, float* out) const {
+  void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const float* panel, float* out, bool accumulate,
+            const next_rows& prefetch) const {
     const float* wr = w + n0 * ldw + k0;
-    dispatch_tile(r, nv, [&]<int R, int NV>() { tile_f32<R, NV>(wr, ldw, panel, kc, out); });
+    dispatch_tile(r, nv, [&]<int R, int NV>() {
+      tile_f32<R, NV>(wr, ldw, panel, kc, out, accumulate, {prefetch.rows ? w + prefetch.n0 * ldw + prefetch.k0 : nullptr, prefetch.rows});
+    });
   }
   template <class Fn>
   static void split(index_t rows, Fn&& fn) { for_tile_rows(rows, fn); }
-  void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width, bool first, bool) const {
+  /// y rows [m0, m0 + valid), columns [n0, n0 + r) = the finished tile (transposed) + b.
+  void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width) const {
     for (index_t j = 0; j < valid; ++j) {
       float* dst = y + (m0 + j) * ldy + n0;
-      for (int i = 0; i < r; ++i) dst[i] = (first ? (b ? b[n0 + i] : 0.0f) : dst[i]) + out[i * width + j];
+      for (int i = 0; i < r; ++i) dst[i] = (b ? b[n0 + i] : 0.0f) + out[i * width + j];
     }
   }
 };
@@ -450,9 +577,6 @@ struct gemm_bf16_kernel {
 };
 
 /// Packed-x scratch the GEMMs need for M rows and depth K, in bytes.
-inline std::size_t gemm_f32_scratch_bytes(index_t M, index_t K) {
-  return static_cast<std::size_t>(padded_rows(std::min(M, default_block_m)) * gemm_f32_kernel::units(std::min(K, gemm_f32_kernel::block_k))) * 4;
-}
 inline std::size_t gemm_bf16_scratch_bytes(index_t M, index_t K) {
   return static_cast<std::size_t>(padded_rows(std::min(M, default_block_m)) * gemm_bf16_kernel::units(std::min(K, gemm_bf16_kernel::block_k))) * 4;
 }

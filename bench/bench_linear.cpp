@@ -1,0 +1,45 @@
+// A Linear layer alone at the shapes BLIP-2's image path runs (random operands): the GEMM that bounds the vision tower
+// and the Q-Former. Reports GFLOP/s and the fraction of the FMA (fp32) or dot-product (bf16) peak probed in the
+// same run; the target for fp32 is 80 % of that peak at the ViT shapes.
+
+#include "bench_common.hpp"
+
+namespace {
+
+using namespace qformer;
+
+/// y (rows, out) = x (rows, in) W^T + b with W (out, in).
+template <class T>
+void BM_linear(benchmark::State& state) {
+  const index_t rows = state.range(0), in = state.range(1), out = state.range(2);
+  tensor<T> x({rows, in}), w({out, in}), b({out}), y({rows, out});
+  auto fill = [](tensor<T>& t, unsigned seed) {
+    for (index_t i = 0; i < t.numel(); ++i) t.data()[i] = T(float(int((i * 2654435761u + seed) % 2001u) - 1000) * 1e-3f);
+  };
+  fill(x, 1), fill(w, 2), fill(b, 3);
+  Linear<T> layer(in, out);  // the layer, not ops::linear on a bare tensor: it stores the weight as models do
+  layer.set(std::move(w), std::move(b));
+  context<cpu> ctx;
+  layer.forward(ctx, x.get(), y.mut());
+  bench::require_sane<T>(y.get(), "linear");
+  for (auto _ : state) {
+    layer.forward(ctx, x.get(), y.mut());
+    benchmark::DoNotOptimize(y.data());
+  }
+  bench::report_flops<T>(state, 2.0 * double(rows) * double(in) * double(out));
+}
+
+/// ViT-g/14 at one image (257 tokens, width 1408, MLP 6144): qkv, attention output, fc1, fc2; then the Q-Former's
+/// cross-attention key/value projection of the image (257 x 1408 -> 768) and a query-side projection (32 x 768).
+void vit_and_qformer_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({257, 1408, 4224})->Args({257, 1408, 1408})->Args({257, 1408, 6144})->Args({257, 6144, 1408});
+  b->Args({257, 1408, 768})->Args({32, 768, 768})->Args({32, 768, 3072});
+  b->ArgNames({"rows", "in", "out"});
+}
+
+BENCHMARK(BM_linear<float>)->Name("linear/f32")->Apply(vit_and_qformer_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
+BENCHMARK(BM_linear<bf16>)->Name("linear/bf16")->Apply(vit_and_qformer_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
+
+}  // namespace
+
+BENCHMARK_MAIN();
