@@ -100,7 +100,7 @@ TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the 
                          {6, 40, 17},    {7, 300, 33},    {8, 513, 23},   {16, 31, 25},   {17, 8, 27},   {31, 65, 11},
                          {33, 70, 50},   {47, 129, 37},   {64, 2100, 14}, {70, 1030, 3},  {257, 40, 29}, {300, 2051, 13},
                          {9, 4099, 21},  {5, 64, 32},     {40, 4133, 64}, {150, 101, 96}, {257, 1408, 45},
-                         {400, 300, 830}, {33, 520, 790}};
+                         {400, 300, 830}, {33, 520, 790}, {66, 300, 50},  {100, 600, 40}};
   context<cpu> ctx;
   if (!host_cpu().has_avx512()) MESSAGE("this CPU has no AVX-512: every run takes the portable path");
   if (std::is_same_v<T, bf16> && !host_cpu().has_amx_bf16()) MESSAGE("no AMX here: automatic is the avx512 path");

@@ -411,8 +411,9 @@ inline index_t balanced_depth_block(index_t K, index_t max_k) {
 /// Kernel::emit stores each finished tile once (transposed, with the bias).
 /// Kernel provides: `packed`, `sum`, tile_n, block_m, block_k, block_n_tiles, units(kc), pack(m0, rows, width,
 /// k0, kc, dst), split(rows, fn) (fn(r0, r) over an n-tile's micro-tiles), tile(r, nv, n0, k0, kc, panel, out,
-/// accumulate) (out[i * nv * 16 + j] (+)= the depth block's y[m0 + j][n0 + i]) and emit(m0, valid, n0, r, out,
-/// width).
+/// accumulate, prefetch) (out[i * nv * 16 + j] (+)= the depth block's y[m0 + j][n0 + i]), emit(m0, valid, n0, r,
+/// out, width), gemv_tail_rows, gemv(m0, rows, n0, count, k0, kc, sums) (sums[m * count + n] += the depth block's
+/// y[m0 + m][n0 + n]) and emit_rows(m0, rows, n0, count, sums).
 /// The rows of w (from n0, depth from k0; bit r of `rows` for row n0 + r) a micro-tile prefetches.
 struct next_rows {
   index_t n0 = 0, k0 = 0;
@@ -445,8 +446,14 @@ void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typen
   for (index_t mb = 0; mb < M; mb += plan.row_block) {
     const index_t rows_in_block = std::min(plan.row_block, M - mb), panels = (rows_in_block + 31) / 32;
     const index_t padded = padded_rows(rows_in_block);
+    // A last panel of at most Kernel::gemv_tail_rows rows (the 257th token of one image) is no micro-tile's
+    // work: a 16-wide tile for it would be mostly padding; a GEMV reads those rows of x against the weight block
+    // while it is in L2.
+    const index_t tail_m0 = (panels - 1) * 32, tail_rows = rows_in_block - tail_m0;
+    const bool gemv_tail = tail_rows <= Kernel::gemv_tail_rows;
+    const index_t tile_panels = gemv_tail ? panels - 1 : panels;
     parallel_for_then(
-        plan.threads, panels,
+        plan.threads, tile_panels,
         [&](index_t p) {
           const index_t m0 = p * 32, rows = std::min<index_t>(32, rows_in_block - m0);
           for (index_t k0 = 0; k0 < K; k0 += kc_max) {
@@ -460,19 +467,23 @@ void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typen
           const index_t t_begin = tiles * slice / plan.threads, t_end = tiles * (slice + 1) / plan.threads;
           typename Kernel::sum* part = partial + slice * plan.partial_per_thread();
           alignas(64) typename Kernel::sum single[tile_sums];
+          float tail[std::max<index_t>(1, Kernel::gemv_tail_rows * Kernel::block_n_tiles * tile_n)];  // (tail rows, n-block columns)
           for (index_t nb = t_begin; nb < t_end; nb += Kernel::block_n_tiles) {
             const index_t nb_end = std::min(t_end, nb + Kernel::block_n_tiles);
+            const index_t nb_n0 = nb * tile_n, nb_columns = std::min(N, nb_end * tile_n) - nb_n0;
+            if (gemv_tail) std::fill_n(tail, tail_rows * nb_columns, 0.0f);
             for (index_t k0 = 0; k0 < K; k0 += kc_max) {
               const index_t kc = std::min(kc_max, K - k0);
               const bool first = k0 == 0, last = k0 + kc == K;
               const typename Kernel::packed* xk = xp + Kernel::units(k0) * padded;
-              for (index_t p = 0; p < panels; ++p) {
+              if (gemv_tail) kernel.gemv(mb + tail_m0, tail_rows, nb_n0, nb_columns, k0, kc, tail);
+              for (index_t p = 0; p < tile_panels; ++p) {
                 const index_t m0 = p * 32, width = panel_width(rows_in_block, m0);
                 const index_t valid = std::min<index_t>(width, rows_in_block - m0);
                 // Each pass over the panels prefetches its share of the rows of the block that comes next
                 // (the next depth block of these n-tiles, or the next n-block's first), row r in pass r % panels.
                 unsigned share = 0;
-                for (index_t r = p; r < tile_n; r += panels) share |= 1u << r;
+                for (index_t r = p; r < tile_n; r += tile_panels) share |= 1u << r;
                 const index_t next_k0 = last ? 0 : k0 + kc, next_shift = last ? Kernel::block_n_tiles * tile_n : 0;
                 for (index_t t = nb; t < nb_end; ++t) {
                   const index_t n0 = t * tile_n, rows = std::min<index_t>(tile_n, N - n0);
@@ -490,16 +501,37 @@ void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typen
                 }
               }
             }
+            if (gemv_tail) kernel.emit_rows(mb + tail_m0, tail_rows, nb_n0, nb_columns, tail);
           }
         });
   }
 }
 
-/// fp32: y (M, N) = x · w^T + b, accumulated in y across depth blocks.
+/// The GEMV of a panel GEMM's last few rows (1 to 4) over one block of weights: block.template operator()<R,
+/// MM>(n, out) fills out (R x MM) for w rows [n, n + R) of the block; the sums are added to sums (rows, count).
+template <class Block>
+inline void gemv_tail(index_t rows, index_t count, float* sums, Block&& block) {
+  dispatch_gemv_rows(rows, [&]<int MM>() {
+    constexpr int R = MM <= 2 ? 8 : 4;
+    float out[R * MM];
+    index_t n = 0;
+    for (; n + R <= count; n += R) {
+      block.template operator()<R, MM>(n, out);
+      for (int r = 0; r < R; ++r)
+        for (int m = 0; m < MM; ++m) sums[m * count + n + r] += out[r * MM + m];
+    }
+    for (; n < count; ++n) {
+      block.template operator()<1, MM>(n, out);
+      for (int m = 0; m < MM; ++m) sums[m * count + n] += out[m];
+    }
+  });
+}
+
+/// fp32: y (M, N) = x · w^T + b.
 struct gemm_f32_kernel {
   using packed = float;
   using sum = float;
-  static constexpr index_t tile_n = avx512::tile_n, block_m = 384, block_k = 256, block_n_tiles = 32;
+  static constexpr index_t tile_n = avx512::tile_n, block_m = 384, block_k = 256, block_n_tiles = 32, gemv_tail_rows = 4;
   static index_t units(index_t kc) { return kc; }
   const float *x, *w, *b;
   float* y;
@@ -523,6 +555,15 @@ struct gemm_f32_kernel {
       float* dst = y + (m0 + j) * ldy + n0;
       for (int i = 0; i < r; ++i) dst[i] = (b ? b[n0 + i] : 0.0f) + out[i * width + j];
     }
+  }
+  void gemv(index_t m0, index_t rows, index_t n0, index_t count, index_t k0, index_t kc, float* sums) const {
+    gemv_tail(rows, count, sums, [&]<int R, int MM>(index_t n, float* block) {
+      gemv_block_f32<R, MM>(x + m0 * ldx + k0, ldx, w + (n0 + n) * ldw + k0, ldw, kc, block);
+    });
+  }
+  void emit_rows(index_t m0, index_t rows, index_t n0, index_t count, const float* sums) const {
+    for (index_t m = 0; m < rows; ++m)
+      for (index_t n = 0; n < count; ++n) y[(m0 + m) * ldy + n0 + n] = sums[m * count + n] + (b ? b[n0 + n] : 0.0f);
   }
 };
 
