@@ -86,26 +86,40 @@ inline void matmul_nt(const float* x, index_t ldx, const float* w, index_t ldw, 
 /// faster (an OPT-2.7b decode step of 8 rows: 351 ms on AMX, 372 ms as a GEMV).
 inline constexpr index_t amx_gemv_max_rows = 4;
 
-/// The blocked bf16 GEMM with Kernel (AMX or avx512_bf16 tiles): packed-x scratch of `scratch_bytes`, and an fp32
-/// accumulator (N, out) when the depth spans several blocks.
+/// The bf16 kernel's operands for x (N, in) · w (out, in)^T + bias -> y.
 template <class Kernel>
-void bf16_gemm(context<cpu>& ctx, view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y,
-               std::size_t scratch_bytes) {
-  const index_t N = x.rows(), in = x.cols(), out = w.rows();
-  view<float> xp = ctx.alloc<float>({static_cast<index_t>(scratch_bytes / 4)});
-  float* acc = in > Kernel::block_k ? ctx.alloc<float>({N, out}).data() : nullptr;
+Kernel bf16_kernel(view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y) {
   Kernel kernel;
   kernel.x = reinterpret_cast<const std::uint16_t*>(x.data());
   kernel.w = reinterpret_cast<const std::uint16_t*>(w.data());
   kernel.b = bias;
   kernel.y = y.data();
-  kernel.acc = acc;
   kernel.ldx = x.row_stride();
   kernel.ldw = w.row_stride();
   kernel.ldy = y.row_stride();
+  return kernel;
+}
+
+/// The bf16 GEMM on avx512_bf16 micro-tiles (panel_gemm).
+inline void bf16_gemm_avx512(context<cpu>& ctx, view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y) {
+  const auto kernel = bf16_kernel<avx512::gemm_bf16_kernel>(x, w, bias, y);
+  const avx512::panel_gemm_plan<avx512::gemm_bf16_kernel> plan(x.rows(), w.rows(), x.cols());
+  float* scratch = ctx.alloc<float>({plan.packed_units() + plan.partial_floats()}).data();
+  avx512::panel_gemm(kernel, plan, reinterpret_cast<std::uint32_t*>(scratch), scratch + plan.packed_units());
+}
+
+#ifdef QFORMER_HAVE_AMX_KERNELS
+/// The bf16 GEMM on AMX tiles (blocked_gemm): packed x, and an fp32 accumulator (N, out) when the depth spans
+/// several blocks.
+inline void bf16_gemm_amx(context<cpu>& ctx, view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y) {
+  const index_t N = x.rows(), in = x.cols(), out = w.rows();
+  auto kernel = bf16_kernel<amx::gemm_bf16_kernel>(x, w, bias, y);
+  view<float> xp = ctx.alloc<float>({static_cast<index_t>(amx::gemm_bf16_scratch_bytes(N, in) / 4)});
+  kernel.acc = in > amx::gemm_bf16_kernel::block_k ? ctx.alloc<float>({N, out}).data() : nullptr;
   kernel.N = out;
   avx512::blocked_gemm(kernel, N, out, in, reinterpret_cast<std::uint32_t*>(xp.data()));
 }
+#endif
 #endif
 
 /// x (N, in), w (out, in), b (out) or empty, y (N, out).
@@ -125,9 +139,11 @@ void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b
       if (N <= (amx ? amx_gemv_max_rows : avx512::gemv_max_rows)) {
         avx512::gemv_bf16(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in);
       } else if (amx) {
-        bf16_gemm<amx::gemm_bf16_kernel>(ctx, x, w, bias, y, amx::gemm_bf16_scratch_bytes(N, in));
+#ifdef QFORMER_HAVE_AMX_KERNELS
+        bf16_gemm_amx(ctx, x, w, bias, y);
+#endif
       } else {
-        bf16_gemm<avx512::gemm_bf16_kernel>(ctx, x, w, bias, y, avx512::gemm_bf16_scratch_bytes(N, in));
+        bf16_gemm_avx512(ctx, x, w, bias, y);
       }
       return;
     }

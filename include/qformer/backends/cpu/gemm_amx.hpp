@@ -96,16 +96,20 @@ QFORMER_TARGET_AMX void tile(const std::uint16_t* w, index_t ldw, const std::uin
   _tile_release();
 }
 
-/// The bf16 GEMM of gemm_avx512.hpp with 32-row n-tiles on AMX: same packing (padded to whole 16-pair tiles),
-/// same emit, the avx512_bf16 micro-tiles for the last N mod 32 rows of w.
-struct gemm_bf16_kernel : avx512::gemm_bf16_kernel {
+/// The bf16 GEMM on AMX, driven by gemm_avx512.hpp's blocked_gemm: 32-row n-tiles, x packed as for the
+/// avx512_bf16 kernel (padded to whole 16-pair tiles), the avx512_bf16 micro-tiles for the last N mod 32 rows of
+/// w. fp32 sums across depth blocks in `acc` (M, N; only when K spans several blocks), bias added and rounded to
+/// bf16 at the last block.
+struct gemm_bf16_kernel : avx512::bf16_operands {
   static constexpr index_t tile_n = 32;
   static constexpr index_t block_m = 320;   // packed x block: up to 320 rows x block_k bf16 = 1.25 MiB, in L2
   static constexpr index_t block_k = 2048;  // (measured best of 128-512 x 1024-4096 at ViT-g shapes)
   static index_t units(index_t kc) { return ((kc + 1) / 2 + 15) / 16 * 16; }
+  float* acc = nullptr;  // (M, N) scratch, or null when K <= block_k
+  index_t N = 0;
 
   void pack(index_t m0, index_t rows, index_t width, index_t k0, index_t kc, std::uint32_t* dst) const {
-    avx512::gemm_bf16_kernel::pack(m0, rows, width, k0, kc, dst);
+    avx512::bf16_operands::pack(m0, rows, width, k0, kc, dst);
     const index_t pairs = (kc + 1) / 2;
     std::memset(dst + pairs * width, 0, static_cast<std::size_t>((units(kc) - pairs) * width) * 4);
   }
@@ -115,10 +119,27 @@ struct gemm_bf16_kernel : avx512::gemm_bf16_kernel {
     else avx512::for_tile_rows(rows, fn);
   }
   void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const std::uint32_t* panel, float* out) const {
-    if (r != tile_n) return avx512::gemm_bf16_kernel::tile(r, nv, n0, k0, kc, panel, out);
     const std::uint16_t* wr = w + n0 * ldw + k0;
-    if (nv == 2) amx::tile<2>(wr, ldw, panel, kc, out);
-    else amx::tile<1>(wr, ldw, panel, kc, out);
+    if (r != tile_n) {
+      avx512::dispatch_tile(r, nv, [&]<int R, int NV>() { avx512::tile_bf16<R, NV>(wr, ldw, panel, kc, out, false); });
+    } else if (nv == 2) {
+      amx::tile<2>(wr, ldw, panel, kc, out);
+    } else {
+      amx::tile<1>(wr, ldw, panel, kc, out);
+    }
+  }
+  /// The tile's sums added to acc (when K spans blocks); at the last block, with the bias, rounded into y.
+  QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width,
+                                       bool first, bool last) const {
+    for_tile_outputs(m0, valid, n0, r, out, width, [&](index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask)
+                                                       QFORMER_TARGET_AVX512_BF16 {
+      if (acc) {
+        float* a = acc + m * N + n;
+        if (!first) sums = _mm512_add_ps(sums, _mm512_maskz_loadu_ps(mask, a));
+        _mm512_mask_storeu_ps(a, mask, sums);
+      }
+      if (last) store_rounded(m, n, sums, bias, mask);
+    });
   }
 };
 

@@ -250,16 +250,25 @@ QFORMER_TARGET_AVX512_BF16 inline __attribute__((always_inline)) void tile_bf16_
   }
 }
 
+/// out (R, NV*16) (+)= w rows [0, R) (ldw, bf16) · xp panel of pairs, as tile_f32.
 template <int R, int NV>
 QFORMER_TARGET_AVX512_BF16 inline void tile_bf16(const std::uint16_t* w, index_t ldw, const std::uint32_t* xp, index_t K,
-                                                 float* out) {
+                                                 float* out, bool accumulate, const prefetch_rows_plan& prefetch = {}) {
   const index_t K2 = (K + 1) / 2, full = K / 2;  // pairs; the last one half-filled when K is odd
   __m512 acc[R][NV];
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (index_t k2 = 0; k2 < full; ++k2) tile_bf16_step<R, NV, true>(acc, xp + k2 * (NV * 16), w, ldw, k2, K);
+    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? _mm512_loadu_ps(out + r * (NV * 16) + v * 16) : _mm512_setzero_ps();
+  if (!prefetch.rows) {
+    for (index_t k2 = 0; k2 < full; ++k2) tile_bf16_step<R, NV, true>(acc, xp + k2 * (NV * 16), w, ldw, k2, K);
+  } else {
+    for (index_t c0 = 0; c0 < full; c0 += 16) {  // 16 pairs: one cache line of each weight row
+      prefetch_plan_line<R>(prefetch, ldw * 2, c0 * 4);
+      const index_t c1 = std::min(full, c0 + 16);
+      for (index_t k2 = c0; k2 < c1; ++k2) tile_bf16_step<R, NV, true>(acc, xp + k2 * (NV * 16), w, ldw, k2, K);
+    }
+  }
   if (K2 > full) tile_bf16_step<R, NV, false>(acc, xp + full * (NV * 16), w, ldw, full, K);
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r)
@@ -426,7 +435,10 @@ struct panel_gemm_plan {
   int threads;
   panel_gemm_plan(index_t M_, index_t N_, index_t K_)
       : M(M_), N(N_), K(K_), tiles((N_ + Kernel::tile_n - 1) / Kernel::tile_n),
-        row_block(balanced_row_block(M_, Kernel::block_m)), depth_block(balanced_depth_block(K_, Kernel::block_k)),
+        row_block(balanced_row_block(M_, Kernel::block_m)),
+        // One panel of x (up to 32 rows: the Q-Former's queries) is read by every n-tile whatever its depth, and
+        // each weight block only once: the whole depth in one block then (no sums wait between blocks).
+        depth_block(M_ <= 32 ? K_ : balanced_depth_block(K_, Kernel::block_k)),
         threads(kernel_threads(tiles)) {}
   index_t padded_block() const { return padded_rows(std::min(M, row_block)); }
   /// Packed elements of x per block of rows.
@@ -467,11 +479,11 @@ void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typen
           const index_t t_begin = tiles * slice / plan.threads, t_end = tiles * (slice + 1) / plan.threads;
           typename Kernel::sum* part = partial + slice * plan.partial_per_thread();
           alignas(64) typename Kernel::sum single[tile_sums];
-          float tail[std::max<index_t>(1, Kernel::gemv_tail_rows * Kernel::block_n_tiles * tile_n)];  // (tail rows, n-block columns)
+          typename Kernel::sum tail[std::max<index_t>(1, Kernel::gemv_tail_rows * Kernel::block_n_tiles * tile_n)];  // (tail rows, n-block columns)
           for (index_t nb = t_begin; nb < t_end; nb += Kernel::block_n_tiles) {
             const index_t nb_end = std::min(t_end, nb + Kernel::block_n_tiles);
             const index_t nb_n0 = nb * tile_n, nb_columns = std::min(N, nb_end * tile_n) - nb_n0;
-            if (gemv_tail) std::fill_n(tail, tail_rows * nb_columns, 0.0f);
+            if (gemv_tail) std::fill_n(tail, tail_rows * nb_columns, typename Kernel::sum{});
             for (index_t k0 = 0; k0 < K; k0 += kc_max) {
               const index_t kc = std::min(kc_max, K - k0);
               const bool first = k0 == 0, last = k0 + kc == K;
@@ -482,15 +494,19 @@ void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typen
                 const index_t valid = std::min<index_t>(width, rows_in_block - m0);
                 // Each pass over the panels prefetches its share of the rows of the block that comes next
                 // (the next depth block of these n-tiles, or the next n-block's first), row r in pass r % panels.
+                // With one panel every tile is a first read: each prefetches the next tile's rows instead.
+                const bool one_pass = tile_panels == 1;
                 unsigned share = 0;
                 for (index_t r = p; r < tile_n; r += tile_panels) share |= 1u << r;
-                const index_t next_k0 = last ? 0 : k0 + kc, next_shift = last ? Kernel::block_n_tiles * tile_n : 0;
+                const index_t next_k0 = last && !one_pass ? 0 : k0 + (one_pass ? 0 : kc);
+                const index_t next_shift = one_pass ? tile_n : last ? Kernel::block_n_tiles * tile_n : 0;
                 for (index_t t = nb; t < nb_end; ++t) {
                   const index_t n0 = t * tile_n, rows = std::min<index_t>(tile_n, N - n0);
                   typename Kernel::sum* out =
                       first && last ? single : part + (p * std::min(tiles, Kernel::block_n_tiles) + (t - nb)) * tile_sums;
                   const index_t next_n0 = n0 + next_shift;
-                  const bool next_whole = next_n0 + tile_n <= std::min(N, t_end * tile_n) && (next_shift == 0 || t + Kernel::block_n_tiles < t_end);
+                  const bool next_exists = one_pass ? t + 1 < nb_end : next_shift == 0 || t + Kernel::block_n_tiles < t_end;
+                  const bool next_whole = next_exists && next_n0 + tile_n <= std::min(N, t_end * tile_n);
                   const next_rows prefetch{next_n0, next_k0, next_whole ? share : 0u};
                   kernel.split(rows, [&](index_t r0, int r) {
                     typename Kernel::sum* sub = out + r0 * width;
@@ -567,60 +583,77 @@ struct gemm_f32_kernel {
   }
 };
 
-/// bf16: fp32 sums over depth blocks in `acc` (M, N; only when K spans several blocks), bias added and rounded
-/// to bf16 once, at the last block.
-struct gemm_bf16_kernel {
+/// What the bf16 GEMM kernels share (this file's, for panel_gemm, and AMX's, for blocked_gemm): x packed in k
+/// pairs, the weights read in place, the outputs rounded to bf16.
+struct bf16_operands {
   using packed = std::uint32_t;
   using sum = float;
-  static constexpr index_t tile_n = avx512::tile_n, block_m = default_block_m, block_k = 2048;  // 1024 pairs
   static index_t units(index_t kc) { return (kc + 1) / 2; }
-  const std::uint16_t *x, *w;
-  const bf16* b;
-  bf16* y;
-  float* acc;  // (M, N) scratch, or null when K <= block_k
-  index_t ldx, ldw, ldy, N;
+  const std::uint16_t *x = nullptr, *w = nullptr;
+  const bf16* b = nullptr;
+  bf16* y = nullptr;
+  index_t ldx = 0, ldw = 0, ldy = 0;
 
   void pack(index_t m0, index_t rows, index_t width, index_t k0, index_t kc, std::uint32_t* dst) const {
     pack_panel_bf16(x + m0 * ldx + k0, ldx, rows, width, kc, dst);
   }
-  void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const std::uint32_t* panel, float* out) const {
-    const std::uint16_t* wr = w + n0 * ldw + k0;
-    dispatch_tile(r, nv, [&]<int R, int NV>() { tile_bf16<R, NV>(wr, ldw, panel, kc, out); });
-  }
   template <class Fn>
   static void split(index_t rows, Fn&& fn) { for_tile_rows(rows, fn); }
-  /// 16 rows of w at a time: the tile's column j gathered (stride width), summed into acc, bias added, rounded
-  /// to bf16 (vcvtneps2bf16: nearest even) and stored as 16 consecutive outputs of y's row m0 + j.
-  QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width,
-                                       bool first, bool last) const {
-    const __m512i column = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(width)));
+
+  /// A finished tile (r columns of y from n0, `valid` rows from m0; out[i * width + j]) 16 columns at a time:
+  /// column j gathered (stride width) into 16 consecutive outputs of y's row m0 + j, handed with the bias of
+  /// those columns to store(m, n, sums, bias, mask).
+  template <class Store>
+  QFORMER_TARGET_AVX512_BF16 void for_tile_outputs(index_t m0, index_t valid, index_t n0, int r, const float* out,
+                                                   index_t width, Store&& store) const {
+    const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(static_cast<int>(width)));
     for (int i0 = 0; i0 < r; i0 += 16) {
-      const int n = std::min(16, r - i0);
-      const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+      const __mmask16 mask = static_cast<__mmask16>((1u << std::min(16, r - i0)) - 1u);
       const __m512 bias = b ? _mm512_castsi512_ps(_mm512_slli_epi32(
                                   _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, b + n0 + i0)), 16))
                             : _mm512_setzero_ps();
-      for (index_t j = 0; j < valid; ++j) {
-        const index_t m = m0 + j;
-        __m512 sum = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, column, out + i0 * width + j, 4);
-        if (acc) {
-          float* a = acc + m * N + n0 + i0;
-          if (!first) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, a));
-          _mm512_mask_storeu_ps(a, mask, sum);
-        }
-        if (last)
-          _mm256_mask_storeu_epi16(y + m * ldy + n0 + i0, mask,
-                                   (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(sum, bias)));
-      }
+      for (index_t j = 0; j < valid; ++j)
+        store(m0 + j, n0 + i0, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, column, out + i0 * width + j, 4),
+              bias, mask);
     }
+  }
+  /// y[m][n, n + 16) (masked) = sums + bias, rounded to bf16 (vcvtneps2bf16: nearest even).
+  QFORMER_TARGET_AVX512_BF16 void store_rounded(index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask) const {
+    _mm256_mask_storeu_epi16(y + m * ldy + n, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(sums, bias)));
   }
 };
 
-/// Packed-x scratch the GEMMs need for M rows and depth K, in bytes.
-inline std::size_t gemm_bf16_scratch_bytes(index_t M, index_t K) {
-  return static_cast<std::size_t>(padded_rows(std::min(M, default_block_m)) * gemm_bf16_kernel::units(std::min(K, gemm_bf16_kernel::block_k))) * 4;
-}
+/// bf16 (avx512_bf16) for panel_gemm: sums of a tile across depth blocks in fp32, bias added and rounded to bf16
+/// once, when the tile is finished.
+struct gemm_bf16_kernel : bf16_operands {
+  // A 32 x 256-pair panel (32 KiB) in L1, as fp32's 32 x 256 floats.
+  static constexpr index_t tile_n = avx512::tile_n, block_m = 384, block_k = 512, block_n_tiles = 32, gemv_tail_rows = 4;
+
+  void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const std::uint32_t* panel, float* out, bool accumulate,
+            const next_rows& prefetch) const {
+    const std::uint16_t* wr = w + n0 * ldw + k0;
+    dispatch_tile(r, nv, [&]<int R, int NV>() {
+      tile_bf16<R, NV>(wr, ldw, panel, kc, out, accumulate,
+                       {prefetch.rows ? w + prefetch.n0 * ldw + prefetch.k0 : nullptr, prefetch.rows});
+    });
+  }
+  QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width) const {
+    for_tile_outputs(m0, valid, n0, r, out, width,
+                     [&](index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask)
+                         QFORMER_TARGET_AVX512_BF16 { store_rounded(m, n, sums, bias, mask); });
+  }
+  void gemv(index_t m0, index_t rows, index_t n0, index_t count, index_t k0, index_t kc, float* sums) const {
+    gemv_tail(rows, count, sums, [&]<int R, int MM>(index_t n, float* block) {
+      gemv_block_bf16<R, MM>(x + m0 * ldx + k0, ldx, w + (n0 + n) * ldw + k0, ldw, kc, block);
+    });
+  }
+  void emit_rows(index_t m0, index_t rows, index_t n0, index_t count, const float* sums) const {
+    for (index_t m = 0; m < rows; ++m)
+      for (index_t n = 0; n < count; ++n)
+        y[(m0 + m) * ldy + n0 + n] = bf16(sums[m * count + n] + (b ? static_cast<float>(b[n0 + n]) : 0.0f));
+  }
+};
 
 #endif  // QFORMER_HAVE_AVX512_KERNELS
 
