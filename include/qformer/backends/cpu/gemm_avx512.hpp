@@ -4,13 +4,15 @@
 /// row-major, fp32 accumulation. Compiled with function target attributes, so they exist in every build and run
 /// only where cpu_features says the CPU has the instructions (backends/cpu/gemm.hpp dispatches).
 ///
-/// GEMM (M > gemv_max_rows), "weights stationary": a micro-tile is 12 output columns (12 rows of w, broadcast
-/// one element at a time straight from w, no packing of the big operand) by 32 or 16 output rows (x packed once
-/// per call, transposed, into panels xp[k][j] = x[m0 + j][k], zero-padded). 24 (or 12) zmm accumulators stay in
-/// registers over the whole K; each step is 2 vector loads of xp and 12 broadcast FMAs per 16 lanes. The n-tiles
-/// are split across OpenMP threads; w is read from memory once, xp stays in L2.
+/// GEMM (M > gemv_max_rows): a micro-tile is 12 output columns (12 rows of w, broadcast one element at a time
+/// straight from w, no packing of the big operand) by 32 or 16 output rows (x packed once per call, transposed,
+/// into panels xp[k][j] = x[m0 + j][k], zero-padded). 24 (or 12) zmm accumulators stay in registers over a depth
+/// block; each step is 2 vector loads of xp and 12 broadcast FMAs per 16 lanes. panel_gemm drives it: a panel's
+/// depth block in L1, the weight block its n-tiles read in L2 (prefetched while the previous block computes),
+/// the n-tiles split across OpenMP threads, w read from memory once per block of rows.
 ///   fp32: vfmadd231ps. bf16: vdpbf16ps (avx512_bf16) on k pairs: xp holds (x[m][k], x[m][k+1]) per 32-bit lane,
 ///   the broadcast is the pair (w[n][k], w[n][k+1]); products exact, sums in fp32, as oneDNN's bf16 GEMM.
+///   blocked_gemm, the older driver (whole n-tiles over a block of x in L2), runs the AMX and int8 kernels.
 /// GEMV (M <= gemv_max_rows, the decode step): each w row streamed once against the few x rows, 16 (fp32) or 32
 /// (bf16) elements per load, horizontal sums at the end: bound by memory bandwidth, as it must be.
 
@@ -316,11 +318,7 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, con
   });
 }
 
-// ---- the blocked GEMM both element types share ------------------------------------------------------------------
-
-/// Rows of x per block: a packed block of x (block_m x block_k fp32 = 1 MiB, or bf16 pairs: the same bytes for
-/// twice the depth) stays in L2 while every n-tile passes over it.
-inline constexpr index_t default_block_m = 256;
+// ---- the GEMM drivers ---------------------------------------------------------------------------------------------
 
 /// Rows per block for M rows and blocks of at most max_rows (a multiple of 16): as few blocks as that allows, of
 /// equal size (rounded up to 16), so that no block is a sliver that streams all of w for a handful of rows
@@ -342,10 +340,10 @@ inline void for_tile_rows(index_t rows, Tile&& tile) {
   }
 }
 
-/// Runs Kernel's micro-tiles over y (M, N): for each block of rows and of depth, x's block is packed (panels in
-/// parallel), then the n-tiles are split across threads. Kernel provides: `packed` (element of xp), `sum` (of a
-/// tile's outputs), tile_n (rows
-/// of w per n-tile), block_m, block_k, units(kc) (packed elements per row of a panel for depth kc),
+/// The AMX and int8 kernels' driver: runs Kernel's micro-tiles over y (M, N): for each block of rows and of depth,
+/// x's block is packed (panels in parallel) and held in L2, then the n-tiles are split across threads, each
+/// n-tile passing over every panel of the block. Kernel provides: `packed` (element of xp), `sum` (of a tile's
+/// outputs), tile_n (rows of w per n-tile), block_m, block_k, units(kc) (packed elements per row of a panel for depth kc),
 /// pack(m0, rows, width, k0, kc, dst), split(rows, fn) (calls fn(r0, r) over the micro-tiles of an n-tile),
 /// tile(r, nv, n0, k0, kc, panel, out) (out[i * nv * 16 + j] = y[m0 + j][n0 + i] summed over the depth block)
 /// and emit(m0, valid, n0, r, out, width, first_k_block, last_k_block) (stores the tile's `valid` x rows).
