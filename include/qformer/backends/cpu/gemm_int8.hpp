@@ -115,11 +115,20 @@ QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, in
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_si512();
   for (index_t k = 0; k < stride; k += 64) {
     if (k + gemv_prefetch_bytes < stride) prefetch_rows<R>(w + k, ldw, gemv_prefetch_bytes);
-    __m512i xv[MM];
-    for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_si512(x + m * ldx + k);
-    for (int r = 0; r < R; ++r) {
-      const __m512i wv = _mm512_loadu_si512(w + r * ldw + k);
-      for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], xv[m], wv);
+    if constexpr (MM <= 4) {  // as gemv_block_f32
+      __m512i xv[MM];
+      for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_si512(x + m * ldx + k);
+      for (int r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_loadu_si512(w + r * ldw + k);
+        for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], xv[m], wv);
+      }
+    } else {
+      __m512i wv[R];
+      for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_si512(w + r * ldw + k);
+      for (int m = 0; m < MM; ++m) {
+        const __m512i xv = _mm512_loadu_si512(x + m * ldx + k);
+        for (int r = 0; r < R; ++r) acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], xv, wv[r]);
+      }
     }
   }
   for (int r = 0; r < R; ++r)
