@@ -433,25 +433,17 @@ inline index_t balanced_depth_block(index_t K, index_t max_k) {
   return std::min(K, ((K + blocks - 1) / blocks + 15) / 16 * 16);
 }
 
-/// The GEMM driver, "panel in L1, weights in L2". For each block of up to Kernel::block_m rows of x, the whole
-/// block is packed once (panels in parallel: for each depth block k0, panel m0 at xp + units(k0) * padded +
-/// m0 * units(kc)). The n-tiles are then cut into one contiguous share per thread; a thread walks its share in
-/// blocks of block_n_tiles n-tiles (block_n_tiles x tile_n rows of w by kc: a few hundred KB, held in L2), for
-/// each depth block of at most block_k (a 32 x kc panel of x: 32 KB, held in L1) and each panel, over the
-/// n-tiles of the block: each micro-tile reads its panel from L1 and its 12 rows of w from L2.
-/// Sums of a tile over the depth blocks wait in `partial` (tile layout, per thread; only when K > block_k) and
-/// Kernel::emit stores each finished tile once (transposed, with the bias).
-/// Kernel provides: `packed`, `sum`, tile_n, block_m, block_k, block_n_tiles, units(kc), pack(m0, rows, width,
-/// k0, kc, dst), split(rows, fn) (fn(r0, r) over an n-tile's micro-tiles), tile(r, nv, n0, k0, kc, panel, out,
-/// accumulate, prefetch) (out[i * nv * 16 + j] (+)= the depth block's y[m0 + j][n0 + i]), emit(m0, valid, n0, r,
-/// out, width), gemv_tail_rows, gemv(m0, rows, n0, count, k0, kc, sums) (sums[m * count + n] += the depth block's
-/// y[m0 + m][n0 + n]) and emit_rows(m0, rows, n0, count, sums).
 /// The rows of w (from n0, depth from k0; bit r of `rows` for row n0 + r) a micro-tile prefetches.
 struct next_rows {
   index_t n0 = 0, k0 = 0;
   unsigned rows = 0;
+
+  /// The micro-tile's prefetch plan for weights w (row stride ldw elements).
+  template <class E>
+  prefetch_rows_plan in(const E* w, index_t ldw) const { return {rows ? w + n0 * ldw + k0 : nullptr, rows}; }
 };
 
+/// Block sizes, thread count and scratch sizes of one panel_gemm call (the caller allocates from them).
 template <class Kernel>
 struct panel_gemm_plan {
   index_t M, N, K, tiles, row_block, depth_block;
@@ -473,6 +465,19 @@ struct panel_gemm_plan {
   index_t partial_floats() const { return partial_per_thread() * threads; }
 };
 
+/// The GEMM driver, "panel in L1, weights in L2". For each block of up to Kernel::block_m rows of x, the whole
+/// block is packed once (panels in parallel: for each depth block k0, panel m0 at xp + units(k0) * padded +
+/// m0 * units(kc)). The n-tiles are then cut into one contiguous share per thread; a thread walks its share in
+/// blocks of block_n_tiles n-tiles (block_n_tiles x tile_n rows of w by kc: a few hundred KB, held in L2), for
+/// each depth block of at most block_k (a 32 x kc panel of x: 32 KB, held in L1) and each panel, over the
+/// n-tiles of the block: each micro-tile reads its panel from L1 and its 12 rows of w from L2.
+/// Sums of a tile over the depth blocks wait in `partial` (tile layout, per thread; only when K spans blocks) and
+/// Kernel::emit stores each finished tile once (transposed, with the bias).
+/// Kernel provides: `packed`, `sum`, tile_n, block_m, block_k, block_n_tiles, units(kc), pack(m0, rows, width,
+/// k0, kc, dst), split(rows, fn) (fn(r0, r) over an n-tile's micro-tiles), tile(r, nv, n0, k0, kc, panel, out,
+/// accumulate, prefetch) (out[i * nv * 16 + j] (+)= the depth block's y[m0 + j][n0 + i]), emit(m0, valid, n0, r,
+/// out, width), gemv_tail_rows, gemv(m0, rows, n0, count, k0, kc, sums) (sums[m * count + n] += the depth block's
+/// y[m0 + m][n0 + n]) and emit_rows(m0, rows, n0, count, sums).
 template <class Kernel>
 void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typename Kernel::packed* xp,
                 typename Kernel::sum* partial) {
@@ -487,6 +492,7 @@ void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typen
     const index_t tail_m0 = (panels - 1) * 32, tail_rows = rows_in_block - tail_m0;
     const bool gemv_tail = tail_rows <= Kernel::gemv_tail_rows;
     const index_t tile_panels = gemv_tail ? panels - 1 : panels;
+    const bool one_pass = tile_panels == 1;  // every tile a first read of its weights
     parallel_for_then(
         plan.threads, tile_panels,
         [&](index_t p) {
@@ -518,7 +524,6 @@ void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typen
                 // Each pass over the panels prefetches its share of the rows of the block that comes next
                 // (the next depth block of these n-tiles, or the next n-block's first), row r in pass r % panels.
                 // With one panel every tile is a first read: each prefetches the next tile's rows instead.
-                const bool one_pass = tile_panels == 1;
                 unsigned share = 0;
                 for (index_t r = p; r < tile_n; r += tile_panels) share |= 1u << r;
                 const index_t next_k0 = last && !one_pass ? 0 : k0 + (one_pass ? 0 : kc);
@@ -583,7 +588,7 @@ struct gemm_f32_kernel {
             const next_rows& prefetch) const {
     const float* wr = w + n0 * ldw + k0;
     dispatch_tile(r, nv, [&]<int R, int NV>() {
-      tile_f32<R, NV>(wr, ldw, panel, kc, out, accumulate, {prefetch.rows ? w + prefetch.n0 * ldw + prefetch.k0 : nullptr, prefetch.rows});
+      tile_f32<R, NV>(wr, ldw, panel, kc, out, accumulate, prefetch.in(w, ldw));
     });
   }
   template <class Fn>
@@ -657,8 +662,7 @@ struct gemm_bf16_kernel : bf16_operands {
             const next_rows& prefetch) const {
     const std::uint16_t* wr = w + n0 * ldw + k0;
     dispatch_tile(r, nv, [&]<int R, int NV>() {
-      tile_bf16<R, NV>(wr, ldw, panel, kc, out, accumulate,
-                       {prefetch.rows ? w + prefetch.n0 * ldw + prefetch.k0 : nullptr, prefetch.rows});
+      tile_bf16<R, NV>(wr, ldw, panel, kc, out, accumulate, prefetch.in(w, ldw));
     });
   }
   QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width) const {
