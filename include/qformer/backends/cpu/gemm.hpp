@@ -109,15 +109,11 @@ inline void bf16_gemm_avx512(context<cpu>& ctx, view<const bf16> x, view<const b
 }
 
 #ifdef QFORMER_HAVE_AMX_KERNELS
-/// The bf16 GEMM on AMX tiles (blocked_gemm): packed x, and an fp32 accumulator (N, out) when the depth spans
-/// several blocks.
+/// The bf16 GEMM on AMX tiles (amx::gemm_bf16), its scratch (packed x, per-thread sums) from the context.
 inline void bf16_gemm_amx(context<cpu>& ctx, view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y) {
-  const index_t N = x.rows(), in = x.cols(), out = w.rows();
-  auto kernel = bf16_kernel<amx::gemm_bf16_kernel>(x, w, bias, y);
-  view<float> xp = ctx.alloc<float>({static_cast<index_t>(amx::gemm_bf16_scratch_bytes(N, in) / 4)});
-  kernel.acc = in > amx::gemm_bf16_kernel::block_k ? ctx.alloc<float>({N, out}).data() : nullptr;
-  kernel.N = out;
-  avx512::blocked_gemm(kernel, N, out, in, reinterpret_cast<std::uint32_t*>(xp.data()));
+  const auto operands = bf16_kernel<avx512::bf16_operands>(x, w, bias, y);
+  const amx::gemm_bf16_plan plan(x.rows(), w.rows(), x.cols());
+  amx::gemm_bf16(operands, plan, ctx.alloc<float>({plan.scratch_floats()}).data());
 }
 #endif
 #endif

@@ -11,9 +11,10 @@
 ///                         row stride of w: the big operand is never repacked.
 ///   B tiles (tmm6, tmm7): 16 k pairs x 16 rows of x from the packed panel, whose layout (x[j][2 k2], x[j][2 k2+1])
 ///                         per 32-bit lane is exactly AMX's pair-interleaved B layout.
-///   C tiles (tmm0-3):     2 x 2 blocks of 16 x 16 fp32, kept in the tiles over the whole depth block.
+///   C tiles (tmm0-3):     2 x 2 blocks of 16 x 16 fp32, kept in the tiles over a depth block of 256 (the tile's
+///                         weights then fit L1 and serve every panel of x) and in memory between blocks.
 /// The depth's tail (K mod 32) comes from a zero-padded copy of the 32 w rows' last elements and panel rows padded
-/// with zero pairs. n-tiles of fewer than 32 rows (N mod 32) use the avx512_bf16 micro-tiles on the same panel.
+/// with zero pairs; an n-tile of fewer than 32 rows (N mod 32) from a zero-padded copy of its rows.
 
 #include "gemm_avx512.hpp"
 
@@ -35,17 +36,20 @@ struct alignas(64) tile_config {
   std::uint8_t rows[16] = {};
 };
 
-QFORMER_TARGET_AMX inline void configure_tiles() {
+/// Tiles 0-7 as 16 rows of 64 bytes. A constant in memory: GCC 12 does not see ldtilecfg read its operand, and
+/// dropped the stores that filled a local configuration wherever configure_tiles was not inlined into code that
+/// then used the tiles (tilezero then faulted: SIGILL).
+inline constexpr tile_config all_tiles_16x64 = [] {
   tile_config config;
   for (int t = 0; t < 8; ++t) {
     config.bytes_per_row[t] = 64;
     config.rows[t] = 16;
   }
-  _tile_loadconfig(&config);
-}
+  return config;
+}();
 
-/// How many 32-element steps ahead the tile prefetches its weight rows.
-inline constexpr index_t prefetch_distance = 8;
+QFORMER_TARGET_AMX inline void configure_tiles() { _tile_loadconfig(&all_tiles_16x64); }
+QFORMER_TARGET_AMX inline void release_tiles() { _tile_release(); }
 
 /// One 32-deep step of the 32 x NV*16 tile: A tiles from the two halves of the weight rows (a_stride bytes apart),
 /// B tiles from the panel's 16 pair rows, accumulated into tmm0-3.
@@ -65,88 +69,224 @@ QFORMER_TARGET_AMX inline __attribute__((always_inline)) void step(const void* w
   }
 }
 
-/// out (32, NV * 16) = 32 rows of w (ldw) · the panel of x (pairs, NV * 16 wide, `units` pair rows, zero past
-/// ceil(kc / 2)) over depth kc.
+/// The accumulators tmm0-3 (32 x NV*16 fp32) from `sums` (row stride NV*16), or zero.
 template <int NV>
-QFORMER_TARGET_AMX void tile(const std::uint16_t* w, index_t ldw, const std::uint32_t* xp, index_t kc, float* out) {
+QFORMER_TARGET_AMX inline void load_sums(const float* sums) {
   constexpr index_t width = NV * 16;
-  const std::size_t w_stride = static_cast<std::size_t>(ldw) * 2, x_stride = width * 4;
-  configure_tiles();
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  const index_t whole = kc / 32;
-  for (index_t kb = 0; kb < whole; ++kb) {
-    if (kb + prefetch_distance < whole)  // 32 weight rows are 32 streams: too many for the hardware prefetcher
-      for (int i = 0; i < 32; ++i) _mm_prefetch(reinterpret_cast<const char*>(w + i * ldw + (kb + prefetch_distance) * 32), _MM_HINT_T0);
-    step<NV>(w + kb * 32, w + 16 * ldw + kb * 32, w_stride, xp + kb * 16 * width);
+  constexpr std::size_t stride = width * 4;
+  if (!sums) {
+    _tile_zero(0);
+    _tile_zero(2);
+    if constexpr (NV == 2) {
+      _tile_zero(1);
+      _tile_zero(3);
+    }
+    return;
   }
-  if (const index_t left = kc - whole * 32; left > 0) {
-    alignas(64) std::uint16_t tail[32][32] = {};
-    for (int i = 0; i < 32; ++i) std::memcpy(tail[i], w + i * ldw + whole * 32, static_cast<std::size_t>(left) * 2);
-    step<NV>(tail[0], tail[16], 64, xp + whole * 16 * width);
-  }
-  _tile_stored(0, out, x_stride);
-  _tile_stored(2, out + 16 * width, x_stride);
+  _tile_loadd(0, sums, stride);
+  _tile_loadd(2, sums + 16 * width, stride);
   if constexpr (NV == 2) {
-    _tile_stored(1, out + 16, x_stride);
-    _tile_stored(3, out + 16 * width + 16, x_stride);
+    _tile_loadd(1, sums + 16, stride);
+    _tile_loadd(3, sums + 16 * width + 16, stride);
   }
-  _tile_release();
 }
 
-/// The bf16 GEMM on AMX, driven by gemm_avx512.hpp's blocked_gemm: 32-row n-tiles, x packed as for the
-/// avx512_bf16 kernel (padded to whole 16-pair tiles), the avx512_bf16 micro-tiles for the last N mod 32 rows of
-/// w. fp32 sums across depth blocks in `acc` (M, N; only when K spans several blocks), bias added and rounded to
-/// bf16 at the last block.
-struct gemm_bf16_kernel : avx512::bf16_operands {
-  static constexpr index_t tile_n = 32;
-  static constexpr index_t block_m = 320;   // packed x block: up to 320 rows x block_k bf16 = 1.25 MiB, in L2
-  static constexpr index_t block_k = 2048;  // (measured best of 128-512 x 1024-4096 at ViT-g shapes)
-  static index_t units(index_t kc) { return ((kc + 1) / 2 + 15) / 16 * 16; }
-  float* acc = nullptr;  // (M, N) scratch, or null when K <= block_k
-  index_t N = 0;
+template <int NV>
+QFORMER_TARGET_AMX inline void store_sums(float* sums) {
+  constexpr index_t width = NV * 16;
+  constexpr std::size_t stride = width * 4;
+  _tile_stored(0, sums, stride);
+  _tile_stored(2, sums + 16 * width, stride);
+  if constexpr (NV == 2) {
+    _tile_stored(1, sums + 16, stride);
+    _tile_stored(3, sums + 16 * width + 16, stride);
+  }
+}
 
-  void pack(index_t m0, index_t rows, index_t width, index_t k0, index_t kc, std::uint32_t* dst) const {
-    avx512::bf16_operands::pack(m0, rows, width, k0, kc, dst);
-    const index_t pairs = (kc + 1) / 2;
-    std::memset(dst + pairs * width, 0, static_cast<std::size_t>((units(kc) - pairs) * width) * 4);
-  }
-  template <class Fn>
-  static void split(index_t rows, Fn&& fn) {
-    if (rows == tile_n) fn(index_t{0}, static_cast<int>(tile_n));
-    else avx512::for_tile_rows(rows, fn);
-  }
-  void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const std::uint32_t* panel, float* out) const {
-    const std::uint16_t* wr = w + n0 * ldw + k0;
-    if (r != tile_n) {
-      avx512::dispatch_tile(r, nv, [&]<int R, int NV>() { avx512::tile_bf16<R, NV>(wr, ldw, panel, kc, out, false); });
-    } else if (nv == 2) {
-      amx::tile<2>(wr, ldw, panel, kc, out);
-    } else {
-      amx::tile<1>(wr, ldw, panel, kc, out);
-    }
-  }
-  /// The tile's sums added to acc (when K spans blocks); at the last block, with the bias, rounded into y.
-  QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width,
-                                       bool first, bool last) const {
-    for_tile_outputs(m0, valid, n0, r, out, width, [&](index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask)
-                                                       QFORMER_TARGET_AVX512_BF16 {
-      if (acc) {
-        float* a = acc + m * N + n;
-        if (!first) sums = _mm512_add_ps(sums, _mm512_maskz_loadu_ps(mask, a));
-        _mm512_mask_storeu_ps(a, mask, sums);
-      }
-      if (last) store_rounded(m, n, sums, bias, mask);
-    });
-  }
+/// Cache lines of weights a micro-tile prefetches into L2 while it computes: lines [begin, end) of the block
+/// starting at w (row stride ldw), `lines_per_row` per row, row-major; spread over the tile's steps.
+struct prefetch_lines {
+  const std::uint16_t* w = nullptr;
+  index_t ldw = 0, lines_per_row = 1, begin = 0, end = 0;
 };
 
-/// Packed-x scratch of the AMX GEMM for M rows and depth K, in bytes.
-inline std::size_t gemm_bf16_scratch_bytes(index_t M, index_t K) {
-  return static_cast<std::size_t>(avx512::padded_rows(std::min(M, gemm_bf16_kernel::block_m)) *
-                                  gemm_bf16_kernel::units(std::min(K, gemm_bf16_kernel::block_k))) * 4;
+/// Walks a prefetch_lines range line by line (no division per line).
+class prefetch_cursor {
+ public:
+  explicit prefetch_cursor(const prefetch_lines& p)
+      : row_(p.w ? p.w + p.begin / p.lines_per_row * p.ldw : nullptr), ldw_(p.ldw), lines_per_row_(p.lines_per_row),
+        column_(p.begin % p.lines_per_row), left_(p.end - p.begin) {}
+  index_t left() const { return left_; }
+  /// Prefetches up to n more lines.
+  void issue(index_t n) {
+    for (; n > 0 && left_ > 0; --n, --left_) {
+      _mm_prefetch(reinterpret_cast<const char*>(row_ + column_ * 32), _MM_HINT_T1);
+      if (++column_ == lines_per_row_) {
+        column_ = 0;
+        row_ += ldw_;
+      }
+    }
+  }
+
+ private:
+  const std::uint16_t* row_;
+  index_t ldw_, lines_per_row_, column_, left_;
+};
+
+/// sums (32, NV*16) = (sums_in, or 0) + 32 rows of w (ldw) · one panel of x (pairs, NV*16 wide, zero pair rows
+/// past ceil(kc / 2)) over depth kc. The depth's last kc mod 32 columns of w come from `w_tail` (32 x 32, zero
+/// padded). Runs on configured tiles (configure_tiles once per thread).
+template <int NV>
+QFORMER_TARGET_AMX void tile_sums(const std::uint16_t* w, index_t ldw, const std::uint32_t* panel, index_t kc,
+                                  const std::uint16_t* w_tail, const float* sums_in, float* sums_out,
+                                  const prefetch_lines& prefetch) {
+  constexpr index_t width = NV * 16;
+  const std::size_t w_stride = static_cast<std::size_t>(ldw) * 2;
+  load_sums<NV>(sums_in);
+  const index_t whole = kc / 32;
+  prefetch_cursor lines(prefetch);
+  const index_t per_step = whole > 0 ? (lines.left() + whole - 1) / whole : 0;
+  for (index_t kb = 0; kb < whole; ++kb) {
+    lines.issue(per_step);
+    step<NV>(w + kb * 32, w + 16 * ldw + kb * 32, w_stride, panel + kb * 16 * width);
+  }
+  if (whole * 32 < kc) step<NV>(w_tail, w_tail + 16 * 32, 64, panel + whole * 16 * width);
+  store_sums<NV>(sums_out);
+}
+
+/// Sizes of one AMX GEMM call: y (M, N) = x (M, K) · w (N, K)^T + b.
+struct gemm_bf16_plan {
+  static constexpr index_t tile_n = 32;    // rows of w per n-tile: two A tiles
+  static constexpr index_t block_m = 320;  // rows of x per block, packed over the whole depth
+  // Depth per block when several panels of x share an n-tile's weights: 32 rows of it (16 KiB) stay in L1.
+  static constexpr index_t block_k = 256;
+  // Packed x a depth group may span: the group's x stays in L2 while every n-tile of a thread passes over it.
+  static constexpr index_t group_bytes = index_t{1} << 20;
+  static index_t units(index_t kc) { return ((kc + 1) / 2 + 15) / 16 * 16; }  // pair rows, whole B tiles
+
+  index_t M, N, K, tiles, row_block, panels_max, depth_block, depth_group;
+  int threads;
+  gemm_bf16_plan(index_t M_, index_t N_, index_t K_)
+      : M(M_), N(N_), K(K_), tiles((N_ + tile_n - 1) / tile_n), row_block(avx512::balanced_row_block(M_, block_m)),
+        panels_max((std::min(M_, row_block) + 31) / 32),
+        // One or two panels reuse a tile's weights too little to pay for keeping sums between depth blocks.
+        depth_block(panels_max <= 2 ? K_ : std::min(K_, block_k)),
+        depth_group(std::max(depth_block, group_bytes / (padded_block() * 2) / depth_block * depth_block)),
+        threads(kernel_threads(tiles)) {}
+  index_t padded_block() const { return avx512::padded_rows(std::min(M, row_block)); }
+  index_t last_k0() const { return (K - 1) / depth_block * depth_block; }
+  /// Packed pairs of x per block of rows (every depth block, each padded to whole B tiles).
+  index_t packed_units() const { return padded_block() * (units(last_k0()) + units(K - last_k0())); }
+  index_t tiles_per_thread() const { return (tiles + threads - 1) / threads; }
+  /// fp32 sums a thread keeps between depth blocks: a 32 x 32 tile per panel, for every n-tile of the thread when
+  /// the depth spans several groups (each n-tile then returns to its sums once per group).
+  index_t sums_per_thread() const {
+    if (depth_block >= K) return 0;
+    return (depth_group >= K ? 1 : tiles_per_thread()) * panels_max * tile_n * 32;
+  }
+  /// bf16 elements of a thread's zero-padded copy of an n-tile of fewer than 32 rows (N mod 32), one depth block.
+  index_t short_tile_elements() const { return N % tile_n ? tile_n * depth_block : 0; }
+  /// Floats of scratch per thread: the kept sums, then the short tile's copy (64-byte aligned).
+  index_t per_thread_floats() const { return sums_per_thread() + (short_tile_elements() / 2 + 15) / 16 * 16; }
+  index_t scratch_floats() const { return packed_units() + per_thread_floats() * threads; }
+};
+
+/// The bf16 GEMM on AMX tiles. For each block of up to block_m rows, x is packed once over the whole depth (pair
+/// layout = AMX's B layout; panels in parallel). Each thread then takes a contiguous share of the 32-row n-tiles
+/// and, per n-tile and depth block, passes every panel of x over the tile's 32 weight rows (read in place as A
+/// tiles: from L1 after the first panel); a panel's fp32 sums wait in the thread's scratch between depth blocks.
+/// Depth blocks come in groups whose packed x fits L2 (every n-tile of the thread passes over a group before the
+/// next one). While it computes, each micro-tile prefetches its share of the weight rows of the block that comes
+/// next. Tiles are configured once per thread and call. N mod 32 rows of w and K mod 32 columns are read from
+/// zero-padded copies. Finished tiles are stored transposed with the bias, rounded to bf16.
+/// `scratch`: plan.scratch_floats(), 64-byte aligned.
+inline void gemm_bf16(const avx512::bf16_operands& op, const gemm_bf16_plan& plan, float* scratch) {
+  constexpr index_t tile_n = gemm_bf16_plan::tile_n;
+  const index_t M = plan.M, N = plan.N, K = plan.K, tiles = plan.tiles, kc_max = plan.depth_block;
+  auto* xp = reinterpret_cast<std::uint32_t*>(scratch);
+  const auto units = [](index_t kc) { return gemm_bf16_plan::units(kc); };
+  for (index_t mb = 0; mb < M; mb += plan.row_block) {
+    const index_t rows_in_block = std::min(plan.row_block, M - mb), panels = (rows_in_block + 31) / 32;
+    const index_t padded = avx512::padded_rows(rows_in_block);
+    const auto panel_of = [&](index_t k0, index_t kc, index_t m0) { return xp + units(k0) * padded + m0 * units(kc); };
+    parallel_for_then(
+        plan.threads, panels,
+        [&](index_t p) {
+          const index_t m0 = p * 32, rows = std::min<index_t>(32, rows_in_block - m0), width = avx512::panel_width(rows_in_block, m0);
+          for (index_t k0 = 0; k0 < K; k0 += kc_max) {
+            const index_t kc = std::min(kc_max, K - k0), pairs = (kc + 1) / 2;
+            std::uint32_t* dst = panel_of(k0, kc, m0);
+            op.pack(mb + m0, rows, width, k0, kc, dst);
+            std::memset(dst + pairs * width, 0, static_cast<std::size_t>((units(kc) - pairs) * width) * 4);
+          }
+        },
+        plan.threads,
+        [&](index_t slice) {
+          const index_t t_begin = tiles * slice / plan.threads, t_end = tiles * (slice + 1) / plan.threads;
+          float* kept_base = scratch + plan.packed_units() + slice * plan.per_thread_floats();
+          auto* w_short = reinterpret_cast<std::uint16_t*>(kept_base + plan.sums_per_thread());
+          alignas(64) float out[tile_n * 32];
+          alignas(64) std::uint16_t w_tail[32][32];
+          configure_tiles();
+          for (index_t g0 = 0; g0 < K; g0 += plan.depth_group) {
+            const index_t g1 = std::min(K, g0 + plan.depth_group);
+            for (index_t t = t_begin; t < t_end; ++t) {
+              const index_t n0 = t * tile_n, rows = std::min(tile_n, N - n0);
+              float* kept = kept_base + (plan.depth_group >= K ? 0 : (t - t_begin) * panels * tile_n * 32);
+              for (index_t k0 = g0; k0 < g1; k0 += kc_max) {
+                const index_t kc = std::min(kc_max, K - k0);
+                const bool first = k0 == 0, last = k0 + kc == K;
+                const std::uint16_t* wt = op.w + n0 * op.ldw + k0;
+                index_t ldw = op.ldw;
+                if (rows < tile_n) {
+                  std::fill_n(w_short, tile_n * kc, std::uint16_t{0});
+                  for (index_t i = 0; i < rows; ++i) std::memcpy(w_short + i * kc, wt + i * op.ldw, static_cast<std::size_t>(kc) * 2);
+                  wt = w_short;
+                  ldw = kc;
+                }
+                if (const index_t whole = kc / 32 * 32; whole < kc) {
+                  std::memset(w_tail, 0, sizeof w_tail);
+                  for (int i = 0; i < 32; ++i) std::memcpy(w_tail[i], wt + i * ldw + whole, static_cast<std::size_t>(kc - whole) * 2);
+                }
+                // The block after this one (this tile's next depth block in the group, else the next tile's first
+                // block of the group, else the next group's first tile), its lines shared out over the panels.
+                index_t next_n0 = n0, next_k0 = k0 + kc;
+                if (next_k0 >= g1) {
+                  next_k0 = g0;
+                  next_n0 = n0 + tile_n;
+                  if (t + 1 >= t_end) next_n0 = t_begin * tile_n, next_k0 = g1;
+                }
+                prefetch_lines next;  // none for one or two panels: the hardware streams each weight block faster
+                if (panels > 2 && next_k0 < K && next_n0 < N) {
+                  const index_t next_kc = std::min(kc_max, K - next_k0);
+                  next.w = op.w + next_n0 * op.ldw + next_k0;
+                  next.ldw = op.ldw;
+                  next.lines_per_row = (next_kc + 31) / 32;
+                  next.end = std::min(tile_n, N - next_n0) * next.lines_per_row;
+                }
+                const index_t next_lines = next.end;
+                for (index_t p = 0; p < panels; ++p) {
+                  const index_t m0 = p * 32, width = avx512::panel_width(rows_in_block, m0);
+                  next.begin = next_lines * p / panels;
+                  next.end = next_lines * (p + 1) / panels;
+                  float* panel_sums = kept + p * tile_n * 32;
+                  float* dst = last ? out : panel_sums;
+                  const float* src = first ? nullptr : panel_sums;
+                  const std::uint32_t* panel = panel_of(k0, kc, m0);
+                  if (width == 32) tile_sums<2>(wt, ldw, panel, kc, w_tail[0], src, dst, next);
+                  else tile_sums<1>(wt, ldw, panel, kc, w_tail[0], src, dst, next);
+                  if (last)
+                    op.for_tile_outputs(mb + m0, std::min<index_t>(width, rows_in_block - m0), n0, static_cast<int>(rows),
+                                        out, width,
+                                        [&](index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask)
+                                            QFORMER_TARGET_AVX512_BF16 { op.store_rounded(m, n, sums, bias, mask); });
+                }
+              }
+            }
+          }
+          release_tiles();
+        });
+  }
 }
 
 #endif  // QFORMER_HAVE_AMX_KERNELS

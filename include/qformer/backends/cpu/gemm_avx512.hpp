@@ -12,7 +12,7 @@
 /// the n-tiles split across OpenMP threads, w read from memory once per block of rows.
 ///   fp32: vfmadd231ps. bf16: vdpbf16ps (avx512_bf16) on k pairs: xp holds (x[m][k], x[m][k+1]) per 32-bit lane,
 ///   the broadcast is the pair (w[n][k], w[n][k+1]); products exact, sums in fp32, as oneDNN's bf16 GEMM.
-///   blocked_gemm, the older driver (whole n-tiles over a block of x in L2), runs the AMX and int8 kernels.
+///   blocked_gemm, the older driver (whole n-tiles over a block of x in L2), runs the int8 kernel (AMX: gemm_amx.hpp).
 /// GEMV (M <= gemv_max_rows, the decode step): each w row streamed once against the few x rows, 16 (fp32) or 32
 /// (bf16) elements per load, horizontal sums at the end: bound by memory bandwidth, as it must be.
 
@@ -59,19 +59,55 @@ QFORMER_TARGET_AVX512 inline float lane_sum(__m512 v) {
 
 // ---- fp32 ------------------------------------------------------------------------------------------------------
 
-/// One packed panel: dst[k * width + j] = x[j][k] for j < rows, 0 for rows <= j < width; k in [0, kc).
-inline void pack_panel_f32(const float* x, index_t ldx, index_t rows, index_t width, index_t kc, float* dst) {
-  for (index_t k0 = 0; k0 < kc; k0 += 64) {
-    const index_t k1 = std::min(kc, k0 + 64);
-    for (index_t j = 0; j < width; ++j) {
-      if (j < rows) {
-        const float* src = x + j * ldx;
-        for (index_t k = k0; k < k1; ++k) dst[k * width + j] = src[k];
-      } else {
-        for (index_t k = k0; k < k1; ++k) dst[k * width + j] = 0.0f;
-      }
+/// Transposes the 16 x 16 matrix held in r (row i in r[i]) in place: unpack pairs, then quadruples, then 128-bit
+/// lanes twice.
+QFORMER_TARGET_AVX512 inline void transpose_16x16(__m512 (&r)[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const int a = 4 * i;
+    const __m512d t0 = _mm512_castps_pd(t[a]), t1 = _mm512_castps_pd(t[a + 1]), t2 = _mm512_castps_pd(t[a + 2]),
+                  t3 = _mm512_castps_pd(t[a + 3]);
+    r[a] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    r[a + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    r[a + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    r[a + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  for (int g = 0; g < 2; ++g)  // r[4 g + j]: column j of each 128-bit lane of rows 4 g .. 4 g + 3 (and + 8)
+    for (int j = 0; j < 4; ++j) {
+      t[8 * g + j] = _mm512_shuffle_f32x4(r[8 * g + j], r[8 * g + 4 + j], 0x88);
+      t[8 * g + 4 + j] = _mm512_shuffle_f32x4(r[8 * g + j], r[8 * g + 4 + j], 0xdd);
+    }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+  }
+}
+
+/// dst[c * width + j] = element c of row j for j < rows (row j at src + j * row_bytes, 32-bit elements, any
+/// alignment), 0 for rows <= j < width (16 or 32); c in [0, columns). 16 x 16 blocks transposed in registers.
+QFORMER_TARGET_AVX512 inline void transpose_into_panel(const void* src, index_t row_bytes, index_t rows, index_t width,
+                                                       index_t columns, float* dst) {
+  const char* base = static_cast<const char*>(src);
+  for (index_t c0 = 0; c0 < columns; c0 += 16) {
+    const index_t n = std::min<index_t>(16, columns - c0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+    for (index_t g = 0; g < width; g += 16) {
+      __m512 block[16];
+      for (index_t i = 0; i < 16; ++i)
+        block[i] = g + i < rows ? _mm512_maskz_loadu_ps(mask, base + (g + i) * row_bytes + c0 * 4) : _mm512_setzero_ps();
+      transpose_16x16(block);
+      for (index_t c = 0; c < n; ++c) _mm512_storeu_ps(dst + (c0 + c) * width + g, block[c]);
     }
   }
+}
+
+/// One packed panel: dst[k * width + j] = x[j][k] for j < rows, 0 for rows <= j < width; k in [0, kc).
+inline void pack_panel_f32(const float* x, index_t ldx, index_t rows, index_t width, index_t kc, float* dst) {
+  transpose_into_panel(x, ldx * 4, rows, width, kc, dst);
 }
 
 /// Rows of w a micro-tile pulls into L2 while it computes: row r at `next + r * ldw` for each bit r of `rows`, one
@@ -237,17 +273,12 @@ inline std::uint32_t pair_at(const std::uint16_t* row, index_t k, index_t K) {
 }
 
 /// One packed panel of k pairs: dst[k2 * width + j] = (x[j][2 k2], x[j][2 k2 + 1]) for j < rows (x[j][kc] read as
-/// 0), 0 for rows <= j < width; k2 in [0, ceil(kc / 2)).
+/// 0), 0 for rows <= j < width; k2 in [0, ceil(kc / 2)). The whole pairs are 32-bit elements of each row, transposed.
 inline void pack_panel_bf16(const std::uint16_t* x, index_t ldx, index_t rows, index_t width, index_t kc, std::uint32_t* dst) {
-  const index_t pairs = (kc + 1) / 2;
-  for (index_t j = 0; j < width; ++j) {
-    if (j < rows) {
-      const std::uint16_t* src = x + j * ldx;
-      for (index_t k2 = 0; k2 < pairs; ++k2) dst[k2 * width + j] = pair_at(src, 2 * k2, kc);
-    } else {
-      for (index_t k2 = 0; k2 < pairs; ++k2) dst[k2 * width + j] = 0u;
-    }
-  }
+  const index_t whole = kc / 2;
+  transpose_into_panel(x, ldx * 2, rows, width, whole, reinterpret_cast<float*>(dst));
+  if (kc % 2)  // the last pair: (x[j][kc - 1], 0)
+    for (index_t j = 0; j < width; ++j) dst[whole * width + j] = j < rows ? pair_at(x + j * ldx, kc - 1, kc) : 0u;
 }
 
 /// One k pair of a bf16 tile: acc[r][v] += xp pair row · (w[r][2 k2], w[r][2 k2 + 1]); `Whole`: both in the row.
@@ -611,7 +642,7 @@ struct gemm_f32_kernel {
   }
 };
 
-/// What the bf16 GEMM kernels share (this file's, for panel_gemm, and AMX's, for blocked_gemm): x packed in k
+/// What the bf16 GEMM kernels share (this file's, for panel_gemm, and AMX's, amx::gemm_bf16): x packed in k
 /// pairs, the weights read in place, the outputs rounded to bf16.
 struct bf16_operands {
   using packed = std::uint32_t;
@@ -628,22 +659,26 @@ struct bf16_operands {
   template <class Fn>
   static void split(index_t rows, Fn&& fn) { for_tile_rows(rows, fn); }
 
-  /// A finished tile (r columns of y from n0, `valid` rows from m0; out[i * width + j]) 16 columns at a time:
-  /// column j gathered (stride width) into 16 consecutive outputs of y's row m0 + j, handed with the bias of
-  /// those columns to store(m, n, sums, bias, mask).
+  /// A finished tile (r columns of y from n0, `valid` rows from m0; out[i * width + j]) in 16 x 16 blocks, each
+  /// transposed in registers: column j of a block becomes 16 consecutive outputs of y's row m0 + j, handed with
+  /// the bias of those columns to store(m, n, sums, bias, mask).
   template <class Store>
   QFORMER_TARGET_AVX512_BF16 void for_tile_outputs(index_t m0, index_t valid, index_t n0, int r, const float* out,
                                                    index_t width, Store&& store) const {
-    const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                              _mm512_set1_epi32(static_cast<int>(width)));
     for (int i0 = 0; i0 < r; i0 += 16) {
-      const __mmask16 mask = static_cast<__mmask16>((1u << std::min(16, r - i0)) - 1u);
+      const int columns = std::min(16, r - i0);
+      const __mmask16 mask = static_cast<__mmask16>((1u << columns) - 1u);
       const __m512 bias = b ? _mm512_castsi512_ps(_mm512_slli_epi32(
                                   _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, b + n0 + i0)), 16))
                             : _mm512_setzero_ps();
-      for (index_t j = 0; j < valid; ++j)
-        store(m0 + j, n0 + i0, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, column, out + i0 * width + j, 4),
-              bias, mask);
+      for (index_t j0 = 0; j0 < valid; j0 += 16) {
+        __m512 block[16];
+        for (int i = 0; i < 16; ++i)
+          block[i] = i < columns ? _mm512_loadu_ps(out + (i0 + i) * width + j0) : _mm512_setzero_ps();
+        transpose_16x16(block);
+        const index_t rows = std::min<index_t>(16, valid - j0);
+        for (index_t j = 0; j < rows; ++j) store(m0 + j0 + j, n0 + i0, block[j], bias, mask);
+      }
     }
   }
   /// y[m][n, n + 16) (masked) = sums + bias, rounded to bf16 (vcvtneps2bf16: nearest even).
