@@ -61,8 +61,7 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
         float* packed = vt + dh * Lk;
         matmul_nt(qh, q.row_stride(), kh, k.row_stride(), nullptr, scratch, Lk, Lq, Lk, dh, packed);
         softmax_rows(scores, mask, m, b, h, scale);
-        for (index_t j = 0; j < Lk; ++j)
-          for (index_t d = 0; d < dh; ++d) vt[d * Lk + j] = vh[j * v.row_stride() + d];
+        avx512::transpose_into_panel(vh, v.row_stride() * 4, Lk, Lk, dh, vt);
         matmul_nt(scratch, Lk, vt, Lk, nullptr, oh, out.row_stride(), Lq, dh, Lk, packed);
         return;
       }

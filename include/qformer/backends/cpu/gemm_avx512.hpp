@@ -88,7 +88,7 @@ QFORMER_TARGET_AVX512 inline void transpose_16x16(__m512 (&r)[16]) {
 }
 
 /// dst[c * width + j] = element c of row j for j < rows (row j at src + j * row_bytes, 32-bit elements, any
-/// alignment), 0 for rows <= j < width (16 or 32); c in [0, columns). 16 x 16 blocks transposed in registers.
+/// alignment), 0 for rows <= j < width; c in [0, columns). 16 x 16 blocks transposed in registers.
 QFORMER_TARGET_AVX512 inline void transpose_into_panel(const void* src, index_t row_bytes, index_t rows, index_t width,
                                                        index_t columns, float* dst) {
   const char* base = static_cast<const char*>(src);
@@ -100,7 +100,8 @@ QFORMER_TARGET_AVX512 inline void transpose_into_panel(const void* src, index_t 
       for (index_t i = 0; i < 16; ++i)
         block[i] = g + i < rows ? _mm512_maskz_loadu_ps(mask, base + (g + i) * row_bytes + c0 * 4) : _mm512_setzero_ps();
       transpose_16x16(block);
-      for (index_t c = 0; c < n; ++c) _mm512_storeu_ps(dst + (c0 + c) * width + g, block[c]);
+      const __mmask16 lanes = static_cast<__mmask16>((1u << std::min<index_t>(16, width - g)) - 1u);
+      for (index_t c = 0; c < n; ++c) _mm512_mask_storeu_ps(dst + (c0 + c) * width + g, lanes, block[c]);
     }
   }
 }
@@ -624,11 +625,17 @@ struct gemm_f32_kernel {
   }
   template <class Fn>
   static void split(index_t rows, Fn&& fn) { for_tile_rows(rows, fn); }
-  /// y rows [m0, m0 + valid), columns [n0, n0 + r) = the finished tile (transposed) + b.
-  void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width) const {
-    for (index_t j = 0; j < valid; ++j) {
-      float* dst = y + (m0 + j) * ldy + n0;
-      for (int i = 0; i < r; ++i) dst[i] = (b ? b[n0 + i] : 0.0f) + out[i * width + j];
+  /// y rows [m0, m0 + valid), columns [n0, n0 + r) = the finished tile (out[i * width + j], transposed 16 x 16 in
+  /// registers) + b.
+  QFORMER_TARGET_AVX512 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width) const {
+    const __mmask16 mask = static_cast<__mmask16>((1u << r) - 1u);
+    const __m512 bias = b ? _mm512_maskz_loadu_ps(mask, b + n0) : _mm512_setzero_ps();
+    for (index_t j0 = 0; j0 < valid; j0 += 16) {
+      __m512 block[16];
+      for (int i = 0; i < 16; ++i) block[i] = i < r ? _mm512_loadu_ps(out + i * width + j0) : _mm512_setzero_ps();
+      transpose_16x16(block);
+      const index_t rows = std::min<index_t>(16, valid - j0);
+      for (index_t j = 0; j < rows; ++j) _mm512_mask_storeu_ps(y + (m0 + j0 + j) * ldy + n0, mask, _mm512_add_ps(block[j], bias));
     }
   }
   void gemv(index_t m0, index_t rows, index_t n0, index_t count, index_t k0, index_t kc, float* sums) const {
