@@ -9,7 +9,7 @@ namespace {
 using namespace qformer;
 
 /// y (rows, out) = x (rows, in) W^T + b with W (out, in).
-template <class T>
+template <class T, bool Int8 = false>
 void BM_linear(benchmark::State& state) {
   const index_t rows = state.range(0), in = state.range(1), out = state.range(2);
   tensor<T> x({rows, in}), w({out, in}), b({out}), y({rows, out});
@@ -19,6 +19,7 @@ void BM_linear(benchmark::State& state) {
   fill(x, 1), fill(w, 2), fill(b, 3);
   Linear<T> layer(in, out);  // the layer, not ops::linear on a bare tensor: it stores the weight as models do
   layer.set(std::move(w), std::move(b));
+  if constexpr (Int8) layer.quantize_int8();
   context<cpu> ctx;
   layer.forward(ctx, x.get(), y.mut());
   bench::require_sane<T>(y.get(), "linear");
@@ -26,7 +27,13 @@ void BM_linear(benchmark::State& state) {
     layer.forward(ctx, x.get(), y.mut());
     benchmark::DoNotOptimize(y.data());
   }
-  bench::report_flops<T>(state, 2.0 * double(rows) * double(in) * double(out));
+  const double ops = 2.0 * double(rows) * double(in) * double(out);
+  if constexpr (Int8) {  // integer operations, and the weight bytes streamed (one per parameter)
+    state.counters["GOP/s"] = benchmark::Counter(ops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["weights_GB/s"] = benchmark::Counter(double(in) * double(out) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  } else {
+    bench::report_flops<T>(state, ops);
+  }
 }
 
 /// ViT-g/14 at one image (257 tokens, width 1408, MLP 6144): qkv, attention output, fc1, fc2; then the Q-Former's
@@ -37,8 +44,18 @@ void vit_and_qformer_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "in", "out"});
 }
 
+/// OPT-2.7b's Linears (width 2560, MLP 10240) at a caption's prefill (32 query tokens + BOS) and at a decoding
+/// step of 8 captions: the bf16 and int8 language models' GEMMs (AMX tiles where the CPU has them, else
+/// avx512_bf16 / VNNI), bound by the weights streamed from memory.
+void opt_shapes(benchmark::internal::Benchmark* b) {
+  for (int rows : {33, 8}) b->Args({rows, 2560, 2560})->Args({rows, 2560, 10240})->Args({rows, 10240, 2560});
+  b->ArgNames({"rows", "in", "out"});
+}
+
 BENCHMARK(BM_linear<float>)->Name("linear/f32")->Apply(vit_and_qformer_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
 BENCHMARK(BM_linear<bf16>)->Name("linear/bf16")->Apply(vit_and_qformer_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
+BENCHMARK(BM_linear<bf16>)->Name("linear/bf16")->Apply(opt_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
+BENCHMARK(BM_linear<bf16, true>)->Name("linear/int8")->Apply(opt_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
 
 }  // namespace
 

@@ -165,16 +165,21 @@ TEST_CASE_TEMPLATE("Linear stores rows a multiple of 2 KiB one cache line apart,
   }
 }
 
-TEST_CASE_TEMPLATE("linear_int8: VNNI and portable give the same numbers, within the quantisation bound of fp32", T, float, bf16) {
-  // Rows 1-8 take the GEMV (64 k per load), more the blocked GEMM (12-row micro-tiles, panels of 32 and 16, several
-  // row blocks past 128); depths around the 64-element padding. The error of symmetric 8-bit rounding of both
+TEST_CASE_TEMPLATE("linear_int8: AMX, VNNI and portable give the same numbers, within the quantisation bound of fp32", T, float, bf16) {
+  // The integer dot products are exact on every path and all dequantise alike, so the three agree to the bit.
+  // VNNI (QFORMER_CPU_KERNELS=avx512): rows 1-8 take the GEMV (64 k per load), more the blocked GEMM (12-row
+  // micro-tiles, panels of 32 and 16, several row blocks past 128). AMX (automatic, where the CPU has the tiles):
+  // the GEMV up to 4 rows, then amx::gemm (n-tiles of 32 with short ones past N mod 32, panels of 32 and 16,
+  // depth blocks of 512 with sums kept between them past two panels, row blocks past 320); depths around the
+  // 64-element padding. The error of symmetric 8-bit rounding of both
   // operands is at most (max|x| sum|w| + max|w| sum|x|) / 254 per output: on uniform data of these depths well
   // under 2 % of the largest output; the bound checked is 3 %.
   struct size3 {
     index_t rows, in, out;
   };
   const size3 sizes[] = {{1, 1, 1}, {1, 63, 29}, {2, 64, 13}, {3, 65, 40}, {4, 200, 9}, {5, 128, 12}, {7, 129, 21},
-                         {8, 64, 19}, {9, 100, 30}, {33, 70, 50}, {150, 129, 37}, {40, 1000, 64}};
+                         {8, 64, 19}, {9, 100, 30}, {33, 70, 50}, {150, 129, 37}, {40, 1000, 64},
+                         {100, 1100, 70}, {700, 200, 33}};
   context<cpu> ctx;
   for (const size3& s : sizes) {
     CAPTURE(s.rows);
@@ -186,12 +191,15 @@ TEST_CASE_TEMPLATE("linear_int8: VNNI and portable give the same numbers, within
     CHECK(q.stride % 64 == 0);
     tensor<T> want({s.rows, s.out});
     reference::linear<T>(x.get(), w.get(), b.get(), want.mut());
-    tensor<T> fast({s.rows, s.out}), portable({s.rows, s.out});
+    tensor<T> fast({s.rows, s.out}), vnni({s.rows, s.out}), portable({s.rows, s.out});
     cpu_detail::linear_int8<T>(ctx, x.get(), q, b.data(), fast.mut());
+    set_cpu_kernels(cpu_kernels::avx512);
+    cpu_detail::linear_int8<T>(ctx, x.get(), q, b.data(), vnni.mut());
     set_cpu_kernels(cpu_kernels::portable);
     cpu_detail::linear_int8<T>(ctx, x.get(), q, b.data(), portable.mut());
     set_cpu_kernels(cpu_kernels::automatic);
     CHECK(test::relative_max_diff(fast.get(), portable.get()) == 0.0);
+    CHECK(test::relative_max_diff(vnni.get(), portable.get()) == 0.0);
     CHECK(test::relative_max_diff(fast.get(), want.get()) <= 3e-2);
   }
   tensor<T> x({2, 5}), wrong({2, 6});

@@ -39,6 +39,7 @@ struct cpu_features {
   bool has_avx512_bf16() const noexcept { return has_avx512() && avx512_bf16; }
   /// The AMX bf16 GEMM's needs (tile registers and tdpbf16ps, plus the bf16 kernels for the edges).
   bool has_amx_bf16() const noexcept { return has_avx512_bf16() && amx_tile && amx_bf16; }
+  bool has_amx_int8() const noexcept { return has_amx_bf16() && avx512_vnni && amx_int8; }  // the int8 GEMM's tiles
 
   std::string describe() const {
     std::string s;

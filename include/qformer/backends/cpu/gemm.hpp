@@ -109,11 +109,11 @@ inline void bf16_gemm_avx512(context<cpu>& ctx, view<const bf16> x, view<const b
 }
 
 #ifdef QFORMER_HAVE_AMX_KERNELS
-/// The bf16 GEMM on AMX tiles (amx::gemm_bf16), its scratch (packed x, per-thread sums) from the context.
+/// The bf16 GEMM on AMX tiles (amx::gemm), its scratch (packed x, per-thread sums) from the context.
 inline void bf16_gemm_amx(context<cpu>& ctx, view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y) {
   const auto operands = bf16_kernel<avx512::bf16_operands>(x, w, bias, y);
-  const amx::gemm_bf16_plan plan(x.rows(), w.rows(), x.cols());
-  amx::gemm_bf16(operands, plan, ctx.alloc<float>({plan.scratch_floats()}).data());
+  const amx::gemm_plan<amx::bf16_tiles> plan(x.rows(), w.rows(), x.cols());
+  amx::gemm(operands, plan, reinterpret_cast<std::uint32_t*>(ctx.alloc<float>({plan.scratch_words()}).data()));
 }
 #endif
 #endif

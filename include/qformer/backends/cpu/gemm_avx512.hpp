@@ -649,7 +649,7 @@ struct gemm_f32_kernel {
   }
 };
 
-/// What the bf16 GEMM kernels share (this file's, for panel_gemm, and AMX's, amx::gemm_bf16): x packed in k
+/// What the bf16 GEMM kernels share (this file's, for panel_gemm, and AMX's, amx::gemm): x packed in k
 /// pairs, the weights read in place, the outputs rounded to bf16.
 struct bf16_operands {
   using packed = std::uint32_t;
@@ -692,6 +692,12 @@ struct bf16_operands {
   QFORMER_TARGET_AVX512_BF16 void store_rounded(index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask) const {
     _mm256_mask_storeu_epi16(y + m * ldy + n, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(sums, bias)));
   }
+  /// y rows [m0, m0 + valid), columns [n0, n0 + r) = the finished tile (out[i * width + j]) + b, rounded to bf16.
+  QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width) const {
+    for_tile_outputs(m0, valid, n0, r, out, width,
+                     [&](index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask)
+                         QFORMER_TARGET_AVX512_BF16 { store_rounded(m, n, sums, bias, mask); });
+  }
 };
 
 /// bf16 (avx512_bf16) for panel_gemm: sums of a tile across depth blocks in fp32, bias added and rounded to bf16
@@ -706,11 +712,6 @@ struct gemm_bf16_kernel : bf16_operands {
     dispatch_tile(r, nv, [&]<int R, int NV>() {
       tile_bf16<R, NV>(wr, ldw, panel, kc, out, accumulate, prefetch.in(w, ldw));
     });
-  }
-  QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width) const {
-    for_tile_outputs(m0, valid, n0, r, out, width,
-                     [&](index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask)
-                         QFORMER_TARGET_AVX512_BF16 { store_rounded(m, n, sums, bias, mask); });
   }
   void gemv(index_t m0, index_t rows, index_t n0, index_t count, index_t k0, index_t kc, float* sums) const {
     gemv_tail(rows, count, sums, [&]<int R, int MM>(index_t n, float* block) {

@@ -82,8 +82,10 @@ void quantize_rows_u8(view<const T> x, index_t stride, std::uint8_t* q, float* s
     for (index_t k = 0; k < K; ++k) max_abs = std::max(max_abs, std::fabs(to_float(row[k])));
     const float s = max_abs > 0.0f && std::isfinite(max_abs) ? max_abs / 127.0f : 1.0f, inv = 1.0f / s;
     std::uint8_t* dst = q + m * stride;
-    for (index_t k = 0; k < K; ++k)
-      dst[k] = static_cast<std::uint8_t>(std::clamp(std::nearbyint(to_float(row[k]) * inv), -127.0f, 127.0f) + 128.0f);
+    for (index_t k = 0; k < K; ++k) {
+      const float v = std::nearbyint(to_float(row[k]) * inv);
+      dst[k] = static_cast<std::uint8_t>((std::isnan(v) ? 0.0f : std::clamp(v, -127.0f, 127.0f)) + 128.0f);  // NaN: 0
+    }
     std::fill(dst + K, dst + stride, std::uint8_t{128});
     scale[m] = s;
   }
@@ -96,6 +98,49 @@ inline float dequantize(std::int32_t dot, const int8_weights& w, index_t n, floa
 
 #ifdef QFORMER_HAVE_AVX512_KERNELS
 namespace avx512 {
+
+/// 16 elements of a float or bf16 row (masked) as floats.
+template <class T>
+QFORMER_TARGET_AVX512 inline __m512 load_as_floats(const T* p, __mmask16 mask) {
+  if constexpr (std::is_same_v<T, float>) return _mm512_maskz_loadu_ps(mask, p);
+  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+
+/// quantize_rows_u8 16 elements at a time, to the same bytes and scales: max |x| (NaN skipped as std::max skips
+/// it: vmaxps returns its second operand when one is NaN), x * (1 / scale) rounded to nearest even, NaN to 0,
+/// clamped to [-127, 127], offset by 128.
+template <class T>
+QFORMER_TARGET_AVX512 void quantize_rows_u8(view<const T> x, index_t stride, std::uint8_t* q, float* scale) {
+  const index_t M = x.rows(), K = x.cols();
+  const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const __m512 low = _mm512_set1_ps(-127.0f), high = _mm512_set1_ps(127.0f), offset = _mm512_set1_ps(128.0f);
+  const auto mask_at = [K](index_t k) {
+    return K - k >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (K - k)) - 1u);
+  };
+  for (index_t m = 0; m < M; ++m) {
+    const T* row = x.row(m);
+    __m512 largest = _mm512_setzero_ps();
+    for (index_t k = 0; k < K; k += 16)
+      largest = _mm512_max_ps(_mm512_and_ps(load_as_floats(row + k, mask_at(k)), magnitude), largest);
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, largest);
+    float max_abs = 0.0f;
+    for (float l : lanes) max_abs = std::max(max_abs, l);
+    const float s = max_abs > 0.0f && std::isfinite(max_abs) ? max_abs / 127.0f : 1.0f;
+    const __m512 inv = _mm512_set1_ps(1.0f / s);
+    std::uint8_t* dst = q + m * stride;
+    for (index_t k = 0; k < K; k += 16) {
+      const __mmask16 mask = mask_at(k);
+      __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(load_as_floats(row + k, mask), inv),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_setzero_ps());
+      v = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(v, low), high), offset);
+      _mm_mask_storeu_epi8(dst + k, mask, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+    std::fill(dst + K, dst + stride, std::uint8_t{128});
+    scale[m] = s;
+  }
+}
 
 /// The sum of v's 16 int32 lanes.
 QFORMER_TARGET_AVX512 inline std::int32_t lane_sum_i32(__m512i v) {
@@ -209,6 +254,101 @@ struct gemm_int8_kernel {
 }  // namespace avx512
 #endif
 
+#ifdef QFORMER_HAVE_AMX_KERNELS
+namespace amx {
+
+/// The int8 GEMM's operands for amx::gemm<int8_tiles>: x quantised per row (u8 offset by 128, rows `ldw` long),
+/// the weights read in place (signed A tiles), the int32 sums dequantised as dequantize() does.
+template <class T>
+struct int8_operands {
+  const std::int8_t* w = nullptr;  // weights.values (N, ldw)
+  index_t ldw = 0;                 // weights.stride: a multiple of 64
+  const std::uint8_t* x = nullptr;  // (M, ldw)
+  const float* x_scale = nullptr;   // (M)
+  const int8_weights* weights = nullptr;
+  const T* b = nullptr;
+  T* y = nullptr;
+  index_t ldy = 0;
+
+  /// The quads of x's rows [m0, m0 + rows) over [k0, k0 + kc) as a B panel (kc a multiple of 4: the depth is
+  /// the stride, blocks are of 512).
+  QFORMER_TARGET_AVX512 void pack(index_t m0, index_t rows, index_t width, index_t k0, index_t kc, std::uint32_t* dst) const {
+    avx512::transpose_into_panel(x + m0 * ldw + k0, ldw, rows, width, kc / 4, reinterpret_cast<float*>(dst));
+  }
+
+  /// y[m0 + j][n0 + i] for j < valid, i < r from the finished tile's sums (out[i * width + j]), 16 x 16 blocks
+  /// transposed in registers: (dot - offset) * (x_scale * w_scale) + bias, rounded as dequantize() rounds (the
+  /// product is not fused into the add: _mm512_mul_round_ps is not contracted).
+  QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const std::int32_t* out,
+                                       index_t width) const {
+    for (int i0 = 0; i0 < r; i0 += 16) {
+      const int columns = std::min(16, r - i0);
+      const index_t n = n0 + i0;
+      const __mmask16 mask = static_cast<__mmask16>((1u << columns) - 1u);
+      const __m512i offset = _mm512_maskz_loadu_epi32(mask, weights->offset.data() + n);
+      const __m512 w_scale = _mm512_maskz_loadu_ps(mask, weights->scale.data() + n);
+      __m512 bias = _mm512_setzero_ps();
+      if (b) {
+        if constexpr (std::is_same_v<T, float>) bias = _mm512_maskz_loadu_ps(mask, b + n);
+        else bias = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, b + n)), 16));
+      }
+      for (index_t j0 = 0; j0 < valid; j0 += 16) {
+        __m512 block[16];
+        for (int i = 0; i < 16; ++i)
+          block[i] = i < columns ? _mm512_castsi512_ps(_mm512_loadu_si512(out + (i0 + i) * width + j0)) : _mm512_setzero_ps();
+        avx512::transpose_16x16(block);
+        const index_t rows = std::min<index_t>(16, valid - j0);
+        for (index_t j = 0; j < rows; ++j) {
+          const index_t m = m0 + j0 + j;
+          const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(block[j]), offset));
+          const __m512 scale = _mm512_mul_round_ps(_mm512_set1_ps(x_scale[m]), w_scale, _MM_FROUND_CUR_DIRECTION);
+          const __m512 value = _mm512_add_ps(_mm512_mul_round_ps(dot, scale, _MM_FROUND_CUR_DIRECTION), bias);
+          if constexpr (std::is_same_v<T, float>) _mm512_mask_storeu_ps(y + m * ldy + n, mask, value);
+          else _mm256_mask_storeu_epi16(y + m * ldy + n, mask, (__m256i)_mm512_cvtneps_pbh(value));
+        }
+      }
+    }
+  }
+};
+
+}  // namespace amx
+#endif
+
+/// Whether int8 GEMMs (more than amx_gemv_max_rows rows) run on the AMX tiles now.
+inline bool use_amx_int8_kernels() {
+#ifdef QFORMER_HAVE_AMX_KERNELS
+  return get_cpu_kernels() == cpu_kernels::automatic && host_cpu().has_amx_int8();
+#else
+  return false;
+#endif
+}
+
+/// The int8 GEMM on AMX tiles (amx::gemm<int8_tiles>) for x quantised into q / x_scale, if this CPU has them and T
+/// is float or bf16; false (nothing done) otherwise.
+template <class T>
+bool int8_gemm_amx([[maybe_unused]] context<cpu>& ctx, [[maybe_unused]] const std::uint8_t* q,
+                   [[maybe_unused]] const float* x_scale, [[maybe_unused]] const int8_weights& w,
+                   [[maybe_unused]] const T* bias, [[maybe_unused]] view<T> y) {
+#ifdef QFORMER_HAVE_AMX_KERNELS
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16>) {
+    if (!use_amx_int8_kernels()) return false;
+    amx::int8_operands<T> operands;
+    operands.w = w.values.data();
+    operands.ldw = w.stride;
+    operands.x = q;
+    operands.x_scale = x_scale;
+    operands.weights = &w;
+    operands.b = bias;
+    operands.y = y.data();
+    operands.ldy = y.row_stride();
+    const amx::gemm_plan<amx::int8_tiles> plan(y.rows(), w.out, w.stride);
+    amx::gemm(operands, plan, reinterpret_cast<std::uint32_t*>(ctx.alloc<float>({plan.scratch_words()}).data()));
+    return true;
+  }
+#endif
+  return false;
+}
+
 /// Whether the int8 kernels run on VNNI here (otherwise portable integer C++).
 inline bool use_vnni_kernels() {
 #ifdef QFORMER_HAVE_AVX512_KERNELS
@@ -229,13 +369,22 @@ void linear_int8(context<cpu>& ctx, view<const T> x, const int8_weights& w, cons
   typename context<cpu>::scope scope(ctx);
   auto* q = reinterpret_cast<std::uint8_t*>(ctx.alloc<float>({M * w.stride / 4}).data());
   float* x_scale = ctx.alloc<float>({M}).data();
-  quantize_rows_u8<T>(x, w.stride, q, x_scale);
+  bool quantized = false;
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16>) {
+    if (use_vnni_kernels()) {
+      avx512::quantize_rows_u8<T>(x, w.stride, q, x_scale);
+      quantized = true;
+    }
+  }
+#endif
+  if (!quantized) quantize_rows_u8<T>(x, w.stride, q, x_scale);
   auto put = [&](index_t m, index_t n, std::int32_t dot) {
     y.row(m)[n] = from_float<T>(dequantize(dot, w, n, x_scale[m], bias ? to_float(bias[n]) : 0.0f));
   };
 #ifdef QFORMER_HAVE_AVX512_KERNELS
   if (use_vnni_kernels()) {
-    if (M <= avx512::gemv_max_rows) {
+    if (M <= (use_amx_int8_kernels() ? amx_gemv_max_rows : avx512::gemv_max_rows)) {
       avx512::dispatch_gemv_rows(M, [&]<int MM>() {
         avx512::gemv_driver<MM, std::int32_t>(
             N, w.stride,
@@ -244,6 +393,7 @@ void linear_int8(context<cpu>& ctx, view<const T> x, const int8_weights& w, cons
             },
             put);
       });
+    } else if (int8_gemm_amx<T>(ctx, q, x_scale, w, bias, y)) {
     } else {
       const index_t rows = avx512::balanced_row_block(M, avx512::gemm_int8_kernel<T>::block_m);
       auto* panels = reinterpret_cast<std::uint32_t*>(ctx.alloc<float>({avx512::padded_rows(rows) * w.stride / 4}).data());
