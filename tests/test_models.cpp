@@ -419,6 +419,53 @@ TEST_CASE("host_logits_session drives generation exactly as the session itself (
   }
 }
 
+TEST_CASE("recorded OPT steps (inputs read on the device, the GPU's CUDA graph path) give the eager steps' logits") {
+  // The recorded step reads ids, positions and the cache length from device buffers and a capacity-wide mask;
+  // on the CPU the recorded pass is the step itself, run again, so the arithmetic must be the eager step's.
+  const Blip2<float> model = Blip2<float>::from_pretrained(test::fixture("tiny-opt"));
+  const OPTForCausalLM<float>& lm = *model.opt();
+  const index_t L = 5, steps = 6, C = lm.width();
+  context<cpu> ctx;
+  typename context<cpu>::scope scope(ctx);
+  for (const index_t B : {1, 3}) {
+    CAPTURE(B);
+    const tensor<float> embeds = test::random_tensor<float>({B, L, C}, 7);
+    std::vector<std::int64_t> mask(static_cast<std::size_t>(B * L), 1);
+    if (B == 3) {
+      mask[static_cast<std::size_t>(L)] = mask[static_cast<std::size_t>(L) + 1] = 0;  // row 1 left-padded by two
+      mask[static_cast<std::size_t>(2 * L)] = 0;                                      // row 2 by one
+    }
+    OPTSession<float> eager(lm, B, L + steps), recorded(lm, B, L + steps);
+    CHECK_FALSE(eager.records_steps());  // the CPU default
+    recorded.record_steps(true);
+    eager.prefill(ctx, embeds.get(), mask);
+    recorded.prefill(ctx, embeds.get(), mask);
+    for (index_t s = 0; s < steps; ++s) {
+      CAPTURE(s);
+      std::vector<std::int64_t> tokens = {4 + s, 17 * s % lm.vocab_size(), lm.vocab_size() - 1 - s};
+      tokens.resize(static_cast<std::size_t>(B));
+      const view<float> want = eager.step(ctx, tokens);
+      const view<float> got = recorded.step(ctx, tokens);
+      REQUIRE(got.shape() == want.shape());
+      CHECK(test::relative_max_diff(got, want) == 0.0);
+    }
+    const std::vector<std::int64_t> full(static_cast<std::size_t>(B), 1);
+    CHECK_THROWS_AS(recorded.step(ctx, full), invalid_argument);  // the cache is full: nothing written past it
+  }
+  const index_t B = 3;
+  const tensor<float> embeds = test::random_tensor<float>({B, L, C}, 7);
+  const std::vector<std::int64_t> mask(static_cast<std::size_t>(B * L), 1);
+
+  OPTSession<float> fresh(lm, B, L + steps);
+  fresh.record_steps(true);
+  fresh.prefill(ctx, embeds.get(), mask);
+  const std::vector<std::int64_t> outside = {1, lm.vocab_size(), 3};
+  CHECK_THROWS_AS(fresh.step(ctx, outside), invalid_argument);
+  const std::vector<index_t> rows = {2, 0, 1};
+  fresh.select(ctx, rows);  // beam search moves the cache rows: recording ends for the session
+  CHECK_FALSE(fresh.records_steps());
+}
+
 TEST_CASE("attention_over_cache: each batch row attends to its cache prefix, as the scalar reference does") {
   const index_t B = 3, Lq = 2, capacity = 10, keys = 7, heads = 2, C = 16;
   const tensor<float> q = test::random_tensor<float>({B, Lq, C}, 1), k = test::random_tensor<float>({B, capacity, C}, 2),

@@ -87,6 +87,30 @@ TEST_CASE_TEMPLATE("linear matches the reference, including strided input and no
   CHECK_THROWS_AS((ops::linear<T, cpu>(ctx, xs, w.get(), b.get(), wrong.mut())), shape_error);
 }
 
+TEST_CASE("linear_fused is linear, then the activation, then the residual add; its output may overlap neither input") {
+  context<cpu> ctx;
+  const index_t n = 3, in = 24, out = 10;
+  const tensor<float> x = test::random_tensor<float>({n, in}, 1), w = test::random_tensor<float>({out, in}, 2),
+                      b = test::random_tensor<float>({out}, 3), residual = test::random_tensor<float>({n, out}, 4);
+  for (const std::optional<activation> act : {std::optional<activation>(), std::optional(activation::relu),
+                                              std::optional(activation::gelu_erf), std::optional(activation::gelu_tanh)}) {
+    CAPTURE(act ? int(*act) : -1);
+    tensor<float> want({n, out}), got({n, out});
+    ops::linear<float, cpu>(ctx, x.get(), w.get(), b.get(), want.mut());
+    if (act) ops::activate<float, cpu>(ctx, *act, want.get(), want.mut());
+    ops::add<float, cpu>(ctx, want.get(), residual.get(), want.mut());
+    ops::linear_fused<float, cpu>(ctx, x.get(), w.get(), b.get(), act, residual.get(), got.mut());
+    CHECK(test::relative_max_diff(got.get(), want.get()) == 0.0);
+  }
+  tensor<float> y = test::random_tensor<float>({n, out}, 5);
+  auto residual_is_output = [&] { ops::linear_fused<float, cpu>(ctx, x.get(), w.get(), b.get(), std::nullopt, y.get(), y.mut()); };
+  CHECK_THROWS_AS(residual_is_output(), shape_error);
+  tensor<float> wide({n, in + out});
+  const view<float> left = wide.mut().columns(0, in), right = wide.mut().columns(in, out);  // interleaved rows
+  auto output_among_inputs = [&] { ops::linear_fused<float, cpu>(ctx, left, w.get(), b.get(), std::nullopt, residual.get(), right); };
+  CHECK_THROWS_AS(output_among_inputs(), shape_error);
+}
+
 TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the reference at every edge", T, float, bf16) {
   // Rows 1-8 take the GEMV kernels (bf16 on AMX: 1-4), more the blocked GEMM (panels of 32 and a last one of 16 or
   // 32, micro-tiles of 12/8/4/2/1 rows of w, or for bf16 on AMX 32 rows then those); depths past one block (256

@@ -2,7 +2,9 @@
 // random weights made in process. bf16 (the Q-Former in fp32, as transformers keeps it; --dtypes f32 runs
 // everything in fp32). Each stage: one untimed run, then --repeats timed runs, each ended by a stream
 // synchronisation; vision and qformer are also timed as a replayed CUDA graph (stages "vision_graph",
-// "qformer_graph"), which removes the launch gaps of their few hundred kernels; "qformer_T_graph" is the
+// "qformer_graph"), which removes the launch gaps of their few hundred kernels, and a decoding step both with
+// every kernel launched ("decode") and replayed from the OPT session's recorded step ("decode_graph", what
+// generation uses on the GPU); "qformer_T_graph" is the
 // Q-Former run in the dtype itself (bf16), for comparison only: BLIP-2 keeps it fp32.
 
 // This file is also where the CLI's CUDA kernels live: `qformer caption / vqa --device cuda` (qformer.cpp, g++)
@@ -126,16 +128,19 @@ void run_dtype(const settings& s, const std::string& dtype_name, std::vector<res
       const index_t prompt = config.num_query_tokens + 8, W = config.text.hidden_size;
       const tensor<T, cuda> embeds = pattern<T>({B, prompt, W}, 1.0f / 2550.0f, -0.05f);
       const std::vector<std::int64_t> mask(static_cast<std::size_t>(B * prompt), 1);
-      OPTSession<T, cuda> session(*lm, B, prompt + s.repeats + 2);
-      {
-        typename context<cuda>::scope scope(ctx);
-        session.prefill(ctx, embeds.get(), mask);
-      }
       const std::vector<std::int64_t> tokens(static_cast<std::size_t>(B), 2);
-      add("decode", time_runs(ctx, s.repeats, [&] {
-            typename context<cuda>::scope scope(ctx);
-            session.step(ctx, tokens);
-          }), lm_bytes, "GB/s");
+      for (const bool recorded : {false, true}) {  // "decode": every kernel launched; "decode_graph": replayed steps
+        OPTSession<T, cuda> session(*lm, B, prompt + s.repeats + 2);
+        session.record_steps(recorded);
+        {
+          typename context<cuda>::scope scope(ctx);
+          session.prefill(ctx, embeds.get(), mask);
+        }
+        add(recorded ? "decode_graph" : "decode", time_runs(ctx, s.repeats, [&] {
+              typename context<cuda>::scope scope(ctx);
+              session.step(ctx, tokens);
+            }), lm_bytes, "GB/s");
+      }
     }
     if (want("caption")) {
       const generation_options options = caption_options(config, s.new_tokens);

@@ -8,6 +8,7 @@
 #include "core/device.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/recorded_pass.hpp"
 #include "core/tensor.hpp"
 
 #include "backends/cpu/backend.hpp"

@@ -121,7 +121,11 @@ void linear_ops() {
   struct gemm_shape {
     index_t n, in, out;
   };
-  for (const gemm_shape s : {gemm_shape{33, 72, 40}, gemm_shape{1, 256, 96}, gemm_shape{257, 1408, 4224}, gemm_shape{32, 768, 3072}}) {
+  // Up to 8 rows: the GEMV kernel (odd output counts: a warp's second feature clamped; in = 100 leaves bf16 / fp16
+  // rows unaligned: cuBLASLt); more rows: cuBLASLt.
+  for (const gemm_shape s : {gemm_shape{33, 72, 40}, gemm_shape{1, 256, 96}, gemm_shape{257, 1408, 4224}, gemm_shape{32, 768, 3072},
+                             gemm_shape{1, 2560, 2567}, gemm_shape{3, 10240, 41}, gemm_shape{8, 512, 1000}, gemm_shape{5, 100, 37},
+                             gemm_shape{9, 256, 96}}) {
     CAPTURE(s.n);
     CAPTURE(s.in);
     CAPTURE(s.out);
@@ -133,8 +137,21 @@ void linear_ops() {
       ops::linear<T, cpu>(cpu_ctx, x.get().columns(s.in, s.in), w.get(), with_bias ? b.get() : view<const T>(), want.mut());
       tensor<T, cuda> got({s.n, s.out});
       ops::linear<T, cuda>(ctx, dx.get().columns(s.in, s.in), dw.get(), with_bias ? db.get() : view<const T, cuda>(), got.mut());
-      // Sums of up to 1408 products in a different order: relative to the largest output (~sqrt(in) / 3).
+      // Sums of up to 10240 products in a different order: relative to the largest output (~sqrt(in) / 3).
       check_close<T>(with_bias ? "linear with bias" : "linear", want, down<T>(ctx, got.get()), 1e-5);
+    }
+    if (s.n > 33) continue;
+    // The fused epilogue (GEMV: before its one rounding; cuBLASLt: the elementwise kernels after it).
+    const tensor<T> residual = test::random_tensor<T>({s.n, s.out}, 4);
+    const tensor<T, cuda> d_residual = up(residual);
+    for (const std::optional<activation> act : {std::optional<activation>(), std::optional(activation::relu),
+                                                std::optional(activation::gelu_erf), std::optional(activation::gelu_tanh)}) {
+      CAPTURE(act ? int(*act) : -1);
+      tensor<T> want({s.n, s.out});
+      ops::linear_fused<T, cpu>(cpu_ctx, x.get().columns(s.in, s.in), w.get(), b.get(), act, residual.get(), want.mut());
+      tensor<T, cuda> got({s.n, s.out});
+      ops::linear_fused<T, cuda>(ctx, dx.get().columns(s.in, s.in), dw.get(), db.get(), act, d_residual.get(), got.mut());
+      check_close<T>("linear_fused", want, down<T>(ctx, got.get()), 1e-5);
     }
   }
 }
@@ -266,7 +283,7 @@ TEST_CASE("CUDA elementwise ops, norms, casts, embedding and upload match the CP
   }
 }
 
-TEST_CASE("CUDA linear (cuBLASLt) matches the CPU backend at BLIP-2 shapes, strided input, with and without bias") {
+TEST_CASE("CUDA linear (cuBLASLt, GEMV up to 8 rows) matches the CPU backend at BLIP-2 shapes, strided input, with and without bias") {
   linear_ops<float>();
   linear_ops<fp16>();
   linear_ops<bf16>();
@@ -331,6 +348,38 @@ TEST_CASE("CUDA: a second pass allocates nothing; a captured graph of the image 
   ops::upload<float, cuda>(ctx, std::vector<float>(static_cast<std::size_t>(out.numel()), -7.0f), out);  // poison
   graph.replay(ctx);
   CHECK(test::relative_max_diff(down<float>(ctx, out).get(), eager.get()) == 0.0);
+}
+
+/// OPT decoding steps recorded as a CUDA graph (the default) against the same steps run eagerly: the same
+/// kernels and cuBLASLt algorithms, so the same logits to the bit, left padding included.
+template <class T>
+void recorded_steps_match_eager() {
+  const Blip2<T, cuda> model = Blip2<T, cuda>::from_pretrained(test::fixture("tiny-opt"));
+  const OPTForCausalLM<T, cuda>& lm = *model.opt();
+  const index_t B = 3, L = 5, steps = 6, C = lm.width();
+  const tensor<T, cuda> embeds = up(test::random_tensor<T>({B, L, C}, 7));
+  std::vector<std::int64_t> mask(static_cast<std::size_t>(B * L), 1);
+  mask[static_cast<std::size_t>(L)] = mask[static_cast<std::size_t>(L) + 1] = mask[static_cast<std::size_t>(2 * L)] = 0;
+  context<cuda> ctx;
+  typename context<cuda>::scope scope(ctx);
+  OPTSession<T, cuda> recorded(lm, B, L + steps), eager(lm, B, L + steps);
+  CHECK(recorded.records_steps());
+  eager.record_steps(false);
+  recorded.prefill(ctx, embeds.get(), mask);
+  eager.prefill(ctx, embeds.get(), mask);
+  for (index_t s = 0; s < steps; ++s) {
+    CAPTURE(s);
+    const std::vector<std::int64_t> tokens = {4 + s, 17 * s % lm.vocab_size(), lm.vocab_size() - 1 - s};
+    typename context<cuda>::scope step_scope(ctx);
+    const tensor<float> want = down<float>(ctx, eager.step(ctx, tokens));
+    const tensor<float> got = down<float>(ctx, recorded.step(ctx, tokens));
+    CHECK(test::relative_max_diff(got.get(), want.get()) == 0.0);
+  }
+}
+
+TEST_CASE("CUDA: OPT decoding steps replayed from a CUDA graph give the eager steps' logits (f32, bf16)") {
+  recorded_steps_match_eager<float>();
+  recorded_steps_match_eager<bf16>();
 }
 
 TEST_CASE("CUDA: the pipeline captions the demo image as the CPU pipeline does (f32, bf16)") {

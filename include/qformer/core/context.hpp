@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <utility>
 #include <vector>
 
 namespace qformer {
@@ -114,13 +115,13 @@ class context {
   template <class T>
   view<T, D> alloc(const shape& s) {
     const index_t n = s.numel();
-    return view<T, D>(static_cast<T*>(arena_.allocate(static_cast<std::size_t>(n) * sizeof(T))), s);
+    return view<T, D>(static_cast<T*>(arena_->allocate(static_cast<std::size_t>(n) * sizeof(T))), s);
   }
 
   /// RAII: everything allocated after its construction is released at its destruction.
   class scope {
    public:
-    explicit scope(context& ctx) : arena_(ctx.arena_), mark_(ctx.arena_.position()) {}
+    explicit scope(context& ctx) : arena_(*ctx.arena_), mark_(ctx.arena_->position()) {}
     scope(const scope&) = delete;
     scope& operator=(const scope&) = delete;
     ~scope() { arena_.release(mark_); }
@@ -130,11 +131,27 @@ class context {
     typename workspace_arena<D>::mark mark_;
   };
 
-  workspace_arena<D>& arena() noexcept { return arena_; }
+  /// RAII: the context allocates from `other` instead of its arena until this ends. A pass recorded once and
+  /// replayed (recorded_pass) keeps its scratch in an arena of its own, where the caller's passes can neither
+  /// reuse nor move it between replays.
+  class arena_swap {
+   public:
+    arena_swap(context& ctx, workspace_arena<D>& other) : ctx_(ctx), previous_(std::exchange(ctx.arena_, &other)) {}
+    arena_swap(const arena_swap&) = delete;
+    arena_swap& operator=(const arena_swap&) = delete;
+    ~arena_swap() { ctx_.arena_ = previous_; }
+
+   private:
+    context& ctx_;
+    workspace_arena<D>* previous_;
+  };
+
+  workspace_arena<D>& arena() noexcept { return *arena_; }
   backend_state<D>& backend() noexcept { return backend_; }
 
  private:
-  workspace_arena<D> arena_;
+  workspace_arena<D> own_arena_;
+  workspace_arena<D>* arena_ = &own_arena_;
   backend_state<D> backend_;
 };
 

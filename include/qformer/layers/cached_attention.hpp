@@ -9,12 +9,22 @@ namespace qformer {
 
 /// q, k, v (B, L, C) of the L new positions; cache_k / cache_v (B, capacity, C) with `past` positions filled;
 /// mask additive (B | 1, H | 1, L, past + L) or empty; out (B, L, C).
+/// past_on_device, when given (L = 1: a decoding step recorded once and replayed), holds `past` on the device and
+/// is what the cache write and the attention read when they run; the mask is then (B | 1, 1, capacity).
 template <class T, class D>
 void cached_attention(context<D>& ctx, view<const T, D> q, view<const T, D> k, view<const T, D> v, view<T, D> cache_k,
-                      view<T, D> cache_v, index_t past, view<const float, D> mask, index_t heads, float scale, view<T, D> out) {
+                      view<T, D> cache_v, index_t past, view<const float, D> mask, index_t heads, float scale, view<T, D> out,
+                      view<const std::int64_t, D> past_on_device = {}) {
   const index_t B = q.dim(0), L = q.dim(1), total = past + L, C = q.dim(2);
   if (total > cache_k.dim(1)) throw invalid_argument("KV cache capacity " + std::to_string(cache_k.dim(1)) + " < " + std::to_string(total) + " positions");
   if (!cache_k.contiguous() || !cache_v.contiguous()) throw shape_error("cached_attention: the caches must be contiguous");
+  if (!past_on_device.empty()) {
+    if (L != 1) throw shape_error("cached_attention: a step with its position on the device takes one position, not " + std::to_string(L));
+    ops::write_cache_rows<T, D>(ctx, view<const T, D>(k.data(), {B, C}, k.row_stride()), view<const T, D>(v.data(), {B, C}, v.row_stride()),
+                                cache_k, cache_v, past_on_device);
+    ops::attention_over_cache<T, D>(ctx, q, cache_k, cache_v, cache_k.dim(1), mask, heads, scale, out, past_on_device);
+    return;
+  }
   if (L == 1) {  // a decoding step: row b goes to cache row b * capacity + past, one strided copy for the batch
     const index_t stride = cache_k.dim(1) * C;
     ops::copy<T, D>(ctx, view<const T, D>(k.data(), {B, C}, k.row_stride()), view<T, D>(cache_k.data() + past * C, {B, C}, stride));

@@ -26,6 +26,10 @@ class Embedding {
   void forward(context<D>& ctx, std::span<const std::int64_t> ids, view<T, D> out) const {
     ops::embedding<T, D>(ctx, table_.get(), ids, out);
   }
+  /// ids (N) already on the device (checked by the caller: ops::embedding_of_device_ids) -> out (N, C).
+  void forward(context<D>& ctx, view<const std::int64_t, D> ids, view<T, D> out) const {
+    ops::embedding_of_device_ids<T, D>(ctx, table_.get(), ids, out);
+  }
   view<T, D> operator()(context<D>& ctx, std::span<const std::int64_t> ids) const {
     view<T, D> out = ctx.template alloc<T>({static_cast<index_t>(ids.size()), width_});
     forward(ctx, ids, out);

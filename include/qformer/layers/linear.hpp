@@ -115,6 +115,19 @@ class Linear {
     }
     ops::linear<T, D>(ctx, x, weight(), bias_.get(), y);
   }
+  /// y = act(x W^T + b) + residual (act and residual each optional), the epilogue fused into the product where
+  /// the backend can (ops::linear_fused). residual has y's shape; y overlaps neither x nor residual.
+  void forward(context<D>& ctx, view<const T, D> x, view<T, D> y, std::optional<activation> act, view<const T, D> residual = {}) const {
+    if constexpr (std::is_same_v<D, cpu>) {
+      if (int8_) {
+        cpu_detail::linear_int8<T>(ctx, x, *int8_, bias_.empty() ? nullptr : bias_.get().data(), y);
+        if (act) ops::activate<T, D>(ctx, *act, y, y);
+        if (!residual.empty()) ops::add<T, D>(ctx, y, residual, y);
+        return;
+      }
+    }
+    ops::linear_fused<T, D>(ctx, x, weight(), bias_.get(), act, residual, y);
+  }
   view<T, D> operator()(context<D>& ctx, view<const T, D> x) const {
     view<T, D> y = ctx.template alloc<T>(with_last_dim(x.shape(), out_));
     forward(ctx, x, y);

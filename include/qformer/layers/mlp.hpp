@@ -9,16 +9,10 @@
 
 namespace qformer {
 
-enum class activation { gelu_erf, gelu_tanh, relu };
-
 /// Applies `act` elementwise; y may alias x.
 template <class T, class D>
 void apply_activation(context<D>& ctx, activation act, view<const T, D> x, view<T, D> y) {
-  switch (act) {
-    case activation::gelu_erf: ops::gelu_erf<T, D>(ctx, x, y); break;
-    case activation::gelu_tanh: ops::gelu_tanh<T, D>(ctx, x, y); break;
-    case activation::relu: ops::relu<T, D>(ctx, x, y); break;
-  }
+  ops::activate<T, D>(ctx, act, x, y);
 }
 
 template <class T, class D = cpu>
@@ -46,9 +40,16 @@ class MLP {
   /// x (..., C) -> y (..., C). y must not overlap x.
   void forward(context<D>& ctx, view<const T, D> x, view<T, D> y) const {
     typename context<D>::scope scope(ctx);
-    view<T, D> h = fc1_(ctx, x);  // (..., hidden)
-    apply_activation<T, D>(ctx, act_, h, h);
+    view<T, D> h = ctx.template alloc<T>(with_last_dim(x.shape(), fc1_.out_features()));  // (..., hidden)
+    fc1_.forward(ctx, x, h, act_);
     fc2_.forward(ctx, h, y);
+  }
+  /// y = residual + forward(x), the add fused into fc2 where the backend can. y overlaps neither x nor residual.
+  void forward_add(context<D>& ctx, view<const T, D> x, view<const T, D> residual, view<T, D> y) const {
+    typename context<D>::scope scope(ctx);
+    view<T, D> h = ctx.template alloc<T>(with_last_dim(x.shape(), fc1_.out_features()));
+    fc1_.forward(ctx, x, h, act_);
+    fc2_.forward(ctx, h, y, std::nullopt, residual);
   }
   view<T, D> operator()(context<D>& ctx, view<const T, D> x) const {
     view<T, D> y = ctx.template alloc<T>(x.shape());

@@ -41,9 +41,9 @@ class OPTBlock {
   }
 
   /// x (B, L, C) at positions [past, past + L); cache_k / cache_v this layer's (B, capacity, C);
-  /// mask additive (B, L, past + L) -> y (B, L, C).
+  /// mask additive (B, L, past + L) -> y (B, L, C). past_on_device: see cached_attention (mask (B, 1, capacity)).
   void forward(context<D>& ctx, view<const T, D> x, view<T, D> cache_k, view<T, D> cache_v, index_t past,
-               view<const float, D> mask, view<T, D> y) const {
+               view<const float, D> mask, view<T, D> y, view<const std::int64_t, D> past_on_device = {}) const {
     typename context<D>::scope scope(ctx);
     view<T, D> h = ctx.template alloc<T>(x.shape());
     {
@@ -52,14 +52,12 @@ class OPTBlock {
       view<T, D> qkv = qkv_(ctx, a_in);  // (B, L, 3C)
       view<T, D> heads_out = ctx.template alloc<T>(x.shape());
       cached_attention<T, D>(ctx, qkv.columns(0, width_), qkv.columns(width_, width_), qkv.columns(2 * width_, width_), cache_k,
-                             cache_v, past, mask, heads_, 1.0f / std::sqrt(float(width_ / heads_)), heads_out);
-      out_.forward(ctx, heads_out, h);
-      ops::add<T, D>(ctx, h, x, h);
+                             cache_v, past, mask, heads_, 1.0f / std::sqrt(float(width_ / heads_)), heads_out, past_on_device);
+      out_.forward(ctx, heads_out, h, std::nullopt, x);  // h = x + out_proj(...)
       if (!pre_ln_) attn_ln_.forward(ctx, h, h);
     }
     view<const T, D> f_in = pre_ln_ ? view<const T, D>(ffn_ln_(ctx, h)) : view<const T, D>(h);
-    ffn_.forward(ctx, f_in, y);
-    ops::add<T, D>(ctx, y, h, y);
+    ffn_.forward_add(ctx, f_in, h, y);  // y = h + fc2(act(fc1(f_in)))
     if (!pre_ln_) ffn_ln_.forward(ctx, y, y);
   }
 

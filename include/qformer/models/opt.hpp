@@ -7,6 +7,7 @@
 /// right by construction), offset by 2 rows in the table. The head is tied to embed_tokens when the checkpoint
 /// has no lm_head.weight.
 
+#include "../core/recorded_pass.hpp"
 #include "../layers/embedding.hpp"
 #include "../layers/kv_cache.hpp"
 #include "../layers/layer_norm.hpp"
@@ -14,6 +15,7 @@
 #include "../layers/opt_block.hpp"
 #include "config.hpp"
 
+#include <algorithm>
 #include <limits>
 #include <optional>
 #include <span>
@@ -126,16 +128,31 @@ class OPTForCausalLM {
     view<T, D> h = ctx.template alloc<T>(embeds.shape());
     embed_positions_.forward(ctx, position_rows, h.reshape({B * L, cfg_.hidden_size}));
     ops::add<T, D>(ctx, h, embeds, h);
-
-    view<T, D> spare = ctx.template alloc<T>(embeds.shape());
-    for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      blocks_[i].forward(ctx, h, cache.keys(static_cast<index_t>(i)), cache.values(static_cast<index_t>(i)), past, additive, spare);
-      std::swap(h, spare);
-    }
-    if (cfg_.has_final_layer_norm()) final_ln_.forward(ctx, h, h);
-    if (project_out_) project_out_->forward(ctx, h, out);
-    else ops::copy<T, D>(ctx, h, out);
+    run_blocks(ctx, h, cache, past, additive, {}, out);
     cache.advance(L);
+    return out;
+  }
+
+  /// A decoding step whose varying inputs are read on device D when it runs, so that it can be recorded once and
+  /// replayed (OPTSession's recorded steps). inputs (2B + 1): the new tokens' ids (B, checked by the caller),
+  /// their rows of the position table (B: position + position_offset) and the cache length before the step (1);
+  /// mask (B, 1, capacity) additive over every cache position (those after the step are not read). The cache is
+  /// not advanced: the caller does that once the step has run. -> final hidden states (B, 1, W).
+  view<T, D> decode_step_on_device(context<D>& ctx, view<const std::int64_t, D> inputs, view<const float, D> mask,
+                                   KVCache<T, D>& cache) const {
+    const index_t B = cache.batch(), C = cfg_.hidden_size;
+    if (inputs.numel() != 2 * B + 1 || !inputs.contiguous())
+      throw shape_error("OPT: step inputs " + inputs.shape().str() + " for a batch of " + std::to_string(B));
+    view<T, D> out = ctx.template alloc<T>({B, 1, cfg_.word_embed_proj_dim});
+    typename context<D>::scope scope(ctx);
+    auto part = [&](index_t begin, index_t count) { return view<const std::int64_t, D>(inputs.data() + begin, {count}); };
+    view<T, D> tokens = ctx.template alloc<T>({B, cfg_.word_embed_proj_dim});
+    embed_tokens_.forward(ctx, part(0, B), tokens);
+    const view<const T, D> embeds = project_in_ ? view<const T, D>((*project_in_)(ctx, tokens)) : view<const T, D>(tokens);
+    view<T, D> h = ctx.template alloc<T>({B, 1, C});
+    embed_positions_.forward(ctx, part(B, B), h.reshape({B, C}));
+    ops::add<T, D>(ctx, h, embeds, h);
+    run_blocks(ctx, h, cache, cache.length(), mask, part(2 * B, 1), out);
     return out;
   }
 
@@ -154,6 +171,21 @@ class OPTForCausalLM {
 
  private:
   view<const T, D> head() const noexcept { return lm_head_.empty() ? embed_tokens_.table() : lm_head_.get(); }
+
+  /// h (B, L, C), embeddings plus positions (overwritten) -> out (B, L, W): every block, the final norm and
+  /// project_out. past_on_device: see cached_attention.
+  void run_blocks(context<D>& ctx, view<T, D> h, KVCache<T, D>& cache, index_t past, view<const float, D> mask,
+                  view<const std::int64_t, D> past_on_device, view<T, D> out) const {
+    view<T, D> spare = ctx.template alloc<T>(h.shape());
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      blocks_[i].forward(ctx, h, cache.keys(static_cast<index_t>(i)), cache.values(static_cast<index_t>(i)), past, mask, spare,
+                         past_on_device);
+      std::swap(h, spare);
+    }
+    if (cfg_.has_final_layer_norm()) final_ln_.forward(ctx, h, h);
+    if (project_out_) project_out_->forward(ctx, h, out);
+    else ops::copy<T, D>(ctx, h, out);
+  }
 
   OPTConfig cfg_;
   Embedding<T, D> embed_tokens_, embed_positions_;
@@ -188,6 +220,12 @@ struct token_batch {
 };
 
 /// An OPT decoding in progress: KV cache plus the attention mask of every position so far (a decoding_session).
+///
+/// Recorded steps (on by default on every device but the CPU): a step's varying inputs (ids, positions, cache
+/// length) are uploaded into a buffer of the session and the step reads them on the device, so the step is
+/// recorded once (recorded_pass: a CUDA graph) and replayed at every later step, one launch instead of a few
+/// hundred. The recorded step keeps its scratch in an arena of its own and writes its logits to a tensor of the
+/// session. select() (beam search moves the cache rows) turns recording off for the rest of the session.
 template <class T, class D = cpu>
 class OPTSession {
  public:
@@ -196,6 +234,13 @@ class OPTSession {
   }
 
   index_t batch() const noexcept { return cache_.batch(); }
+
+  /// Whether steps are recorded and replayed (see the class comment); takes effect from the next step.
+  void record_steps(bool on) {
+    record_steps_ = on;
+    recorded_.reset();
+  }
+  bool records_steps() const noexcept { return record_steps_; }
 
   /// The prompt: embeds (B, L, C) with mask (B, L) -> final hidden states (B, L, W).
   view<T, D> prefill(context<D>& ctx, view<const T, D> embeds, std::span<const std::int64_t> mask) {
@@ -214,9 +259,12 @@ class OPTSession {
   }
 
   /// One new token per row -> logits (B, V).
+  /// One new token per row -> logits (B, V). Recorded steps return the session's logits tensor, valid until the
+  /// next step.
   view<float, D> step(context<D>& ctx, std::span<const std::int64_t> tokens) {
     const index_t B = batch();
     if (static_cast<index_t>(tokens.size()) != B) throw shape_error("OPTSession::step: one token per row expected");
+    if (record_steps_) return recorded_step(ctx, tokens);
     for (auto& m : mask_) m.push_back(1);
     view<T, D> e = lm_->embed(ctx, tokens);
     view<T, D> h = lm_->decode(ctx, e.reshape({B, 1, e.cols()}), flat_mask(), cache_);
@@ -224,6 +272,7 @@ class OPTSession {
   }
 
   void select(context<D>& ctx, std::span<const index_t> rows) {
+    record_steps(false);  // the recorded step knows the cache's buffers and batch
     cache_.select(ctx, rows);
     std::vector<std::vector<std::int64_t>> m;
     for (index_t r : rows) m.push_back(mask_[static_cast<std::size_t>(r)]);
@@ -237,9 +286,57 @@ class OPTSession {
     return flat;
   }
 
+  /// step() through the recorded pass: the inputs uploaded, then the step run once eagerly and recorded (first
+  /// recorded step), or replayed.
+  view<float, D> recorded_step(context<D>& ctx, std::span<const std::int64_t> tokens) {
+    const index_t B = batch(), past = cache_.length(), capacity = cache_.capacity();
+    if (past >= capacity)
+      throw invalid_argument("KV cache full: " + std::to_string(past + 1) + " positions, capacity " + std::to_string(capacity));
+    ops::check_ids(tokens, lm_->vocab_size());
+    for (auto& m : mask_) m.push_back(1);
+    // (ids (B), position table rows (B), past): the new token's position counts the row's unmasked positions.
+    std::vector<std::int64_t> inputs(tokens.begin(), tokens.end());
+    for (const auto& m : mask_)
+      inputs.push_back(static_cast<std::int64_t>(std::count_if(m.begin(), m.end(), [](std::int64_t v) { return v != 0; })) - 1 +
+                       OPTForCausalLM<T, D>::position_offset);
+    inputs.push_back(past);
+    if (!recorded_.recorded()) {
+      step_inputs_ = tensor<std::int64_t, D>(shape{2 * B + 1});
+      step_logits_ = tensor<float, D>(shape{B, lm_->vocab_size()});
+      // Every cache position: the past as its mask says, the positions still to come attended (not read before).
+      std::vector<float> mask(static_cast<std::size_t>(B * capacity), 0.0f);
+      for (index_t b = 0; b < B; ++b)
+        for (index_t j = 0; j <= past; ++j)
+          if (mask_[static_cast<std::size_t>(b)][static_cast<std::size_t>(j)] == 0) mask[static_cast<std::size_t>(b * capacity + j)] = masked_out;
+      step_mask_ = tensor<float, D>(shape{B, 1, capacity});
+      ops::upload<float, D>(ctx, mask, step_mask_.mut());
+    }
+    ops::upload<std::int64_t, D>(ctx, inputs, step_inputs_.mut());
+    auto pass = [this](context<D>& c) {
+      typename context<D>::arena_swap own(c, step_arena_);
+      typename context<D>::scope scope(c);
+      view<T, D> h = lm_->decode_step_on_device(c, step_inputs_.get(), step_mask_.get(), cache_);
+      ops::copy<float, D>(c, lm_->logits(c, h.reshape({h.dim(0), h.dim(2)})), step_logits_.mut());
+    };
+    if (recorded_.recorded()) {
+      recorded_.replay(ctx);
+    } else {
+      pass(ctx);  // sizes the step's arena and makes every one-time choice before the recording
+      recorded_.record(ctx, pass);
+    }
+    cache_.advance(1);
+    return step_logits_.mut();
+  }
+
   const OPTForCausalLM<T, D>* lm_;
   KVCache<T, D> cache_;
   std::vector<std::vector<std::int64_t>> mask_;  // per row, every position so far
+  bool record_steps_ = !std::is_same_v<D, cpu>;
+  recorded_pass<D> recorded_;
+  workspace_arena<D> step_arena_;         // the recorded step's scratch
+  tensor<std::int64_t, D> step_inputs_;  // (2B + 1): ids, position table rows, past
+  tensor<float, D> step_mask_;           // (B, 1, capacity)
+  tensor<float, D> step_logits_;         // (B, V)
 };
 
 }  // namespace qformer

@@ -9,13 +9,18 @@
 #include "../core/tensor.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace qformer {
 template <class D>
 struct backend;
+
+/// The activations of the feed-forward blocks (ViT / Q-Former GELU, OPT ReLU, T5 ReLU or tanh GELU).
+enum class activation { gelu_erf, gelu_tanh, relu };
 }
 
 namespace qformer::ops {
@@ -29,6 +34,19 @@ namespace detail {
 }
 inline void same_matrix(const char* op, const shape& a, const shape& b) {
   if (a.rows() != b.rows() || a.cols() != b.cols()) fail(op, "shapes " + a.str() + " and " + b.str() + " differ");
+}
+/// Whether two views' memory ranges (first to last element, strides included) overlap.
+template <class A, class B>
+bool overlap(const A& a, const B& b) {
+  if (a.empty() || b.empty() || a.numel() == 0 || b.numel() == 0) return false;
+  auto range = [](const auto& v) {
+    const char* first = reinterpret_cast<const char*>(v.data());
+    const char* end = reinterpret_cast<const char*>(v.data() + (v.rows() - 1) * v.row_stride() + v.cols());
+    return std::pair(first, end);
+  };
+  const auto [a0, a1] = range(a);
+  const auto [b0, b1] = range(b);
+  return a0 < b1 && b0 < a1;
 }
 }  // namespace detail
 
@@ -105,6 +123,42 @@ void add(context<D>& ctx, in<T, D> a, in<T, D> b, view<T, D> y) {
   backend<D>::template add<T>(ctx, a, b, y);
 }
 
+/// y = act(x) elementwise for one of the feed-forward activations. y may alias x.
+template <class T, class D>
+void activate(context<D>& ctx, activation act, in<T, D> x, view<T, D> y) {
+  switch (act) {
+    case activation::gelu_erf: gelu_erf<T, D>(ctx, x, y); break;
+    case activation::gelu_tanh: gelu_tanh<T, D>(ctx, x, y); break;
+    case activation::relu: relu<T, D>(ctx, x, y); break;
+  }
+}
+
+namespace detail {
+/// linear_fused as three ops: linear, then the activation in place, then the residual add in place.
+template <class T, class D>
+void linear_then_epilogue(context<D>& ctx, in<T, D> x, in<T, D> w, in<T, D> b, std::optional<activation> act, in<T, D> residual,
+                          view<T, D> y) {
+  backend<D>::template linear<T>(ctx, x, w, b, y);
+  if (act) activate<T, D>(ctx, *act, y, y);
+  if (!residual.empty()) add<T, D>(ctx, y, residual, y);
+}
+}  // namespace detail
+
+/// y = act(x W^T + b) + residual, each part after the product optional (act: nullopt; residual: empty): linear()
+/// with its epilogue fused where the backend can (the CUDA backend's GEMV of decoding steps applies both before
+/// its one rounding), else linear() and the elementwise ops. residual has y's shape; y overlaps neither x nor
+/// residual (the unfused path writes y before it adds the residual).
+template <class T, class D>
+void linear_fused(context<D>& ctx, in<T, D> x, in<T, D> w, in<T, D> b, std::optional<activation> act, in<T, D> residual, view<T, D> y) {
+  if (x.cols() != w.cols()) detail::fail("linear_fused", "input " + x.shape().str() + " vs weight " + w.shape().str());
+  if (y.rows() != x.rows() || y.cols() != w.rows())
+    detail::fail("linear_fused", "output " + y.shape().str() + " for input " + x.shape().str() + " and weight " + w.shape().str());
+  if (!b.empty() && b.numel() != w.rows()) detail::fail("linear_fused", "bias " + b.shape().str() + " vs weight " + w.shape().str());
+  if (!residual.empty()) detail::same_matrix("linear_fused", residual.shape(), y.shape());
+  if (detail::overlap(y, x) || detail::overlap(y, residual)) detail::fail("linear_fused", "the output overlaps the input or the residual");
+  backend<D>::template linear_fused<T>(ctx, x, w, b, act, residual, y);
+}
+
 /// dst = src converted element by element from S to T (round to nearest even when narrowing). Same shapes.
 template <class S, class T, class D>
 void cast(context<D>& ctx, std::type_identity_t<view<const S, D>> src, view<T, D> dst) {
@@ -143,16 +197,47 @@ view<T, D> uploaded(context<D>& ctx, std::span<const T> host, const shape& s) {
   return dst;
 }
 
+/// Throws invalid_argument naming the first id outside [0, rows) (a table of `rows` rows).
+inline void check_ids(std::span<const std::int64_t> ids, index_t rows) {
+  for (std::int64_t id : ids)
+    if (id < 0 || id >= rows)
+      throw invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(rows) + ")");
+}
+
 /// Row gather: out (N, C) row n = table row ids[n] (nn.Embedding). ids live on the host; an id outside
 /// [0, rows) is an invalid_argument naming it.
 template <class T, class D>
 void embedding(context<D>& ctx, in<T, D> table, std::span<const std::int64_t> ids, view<T, D> out) {
   if (out.rows() != static_cast<index_t>(ids.size()) || out.cols() != table.cols())
     detail::fail("embedding", std::to_string(ids.size()) + " ids into " + out.shape().str() + " from table " + table.shape().str());
-  for (std::int64_t id : ids)
-    if (id < 0 || id >= table.rows())
-      throw invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(table.rows()) + ")");
+  check_ids(ids, table.rows());
   backend<D>::template embedding<T>(ctx, table, ids, out);
+}
+
+/// embedding() with the ids (N) already on device D, read when the op runs: a decoding step recorded once and
+/// replayed (a CUDA graph) reads them from a buffer the host refills before each replay. The caller has checked
+/// them (check_ids) before they were uploaded.
+template <class T, class D>
+void embedding_of_device_ids(context<D>& ctx, in<T, D> table, in<std::int64_t, D> ids, view<T, D> out) {
+  if (!ids.contiguous() || out.rows() != ids.numel() || out.cols() != table.cols())
+    detail::fail("embedding_of_device_ids", std::to_string(ids.numel()) + " ids into " + out.shape().str() + " from table " +
+                                                table.shape().str());
+  backend<D>::template embedding_of_device_ids<T>(ctx, table, ids, out);
+}
+
+/// A decoding step recorded once and replayed: k_rows and v_rows (B, C), the new position's keys and values, go
+/// to position *past of each batch row of cache_k / cache_v (B, capacity, C), past (one value on device D) being
+/// read when the op runs, so the same recorded op serves every step. The host checks past < capacity before each
+/// replay.
+template <class T, class D>
+void write_cache_rows(context<D>& ctx, in<T, D> k_rows, in<T, D> v_rows, view<T, D> cache_k, view<T, D> cache_v,
+                      in<std::int64_t, D> past) {
+  if (cache_k.rank() != 3 || !cache_k.contiguous() || cache_v.shape() != cache_k.shape() || !cache_v.contiguous() ||
+      k_rows.rows() != cache_k.dim(0) || k_rows.cols() != cache_k.dim(2) || v_rows.shape() != k_rows.shape() || past.numel() != 1)
+    detail::fail("write_cache_rows", "rows " + k_rows.shape().str() + " / " + v_rows.shape().str() + " into caches " +
+                                         cache_k.shape().str() + " / " + cache_v.shape().str() + " at " + past.shape().str() +
+                                         " past positions");
+  backend<D>::template write_cache_rows<T>(ctx, k_rows, v_rows, cache_k, cache_v, past);
 }
 
 /// How an additive attention mask broadcasts: mask (Bm, Hm, Qm, Lk) with Bm in {1, B}, Hm in {1, H}, Qm in {1, Lq}
@@ -202,9 +287,13 @@ void attention(context<D>& ctx, in<T, D> q, in<T, D> k, in<T, D> v, std::type_id
 
 /// attention() of q (B, Lq, H*dh) over the first `keys` positions of each batch row of a KV cache k_cache,
 /// v_cache (B, capacity, H*dh), for the whole batch in one call. mask as in attention() with Lk = keys.
+/// past_on_device, when given (one value on device D; then Lq = 1: a decoding step recorded once and replayed),
+/// makes the keys attended *past_on_device + 1, read when the op runs; `keys` is then their upper bound and the
+/// mask's row length.
 template <class T, class D>
 void attention_over_cache(context<D>& ctx, in<T, D> q, in<T, D> k_cache, in<T, D> v_cache, index_t keys,
-                          std::type_identity_t<view<const float, D>> mask, index_t heads, float scale, view<T, D> out) {
+                          std::type_identity_t<view<const float, D>> mask, index_t heads, float scale, view<T, D> out,
+                          in<std::int64_t, D> past_on_device = {}) {
   if (k_cache.rank() != 3 || k_cache.shape() != v_cache.shape() || !k_cache.contiguous() || !v_cache.contiguous() ||
       k_cache.dim(0) != q.dim(0) || k_cache.dim(2) != q.dim(2) || keys < 1 || keys > k_cache.dim(1))
     detail::fail("attention_over_cache", "q " + q.shape().str() + ", caches " + k_cache.shape().str() + " / " + v_cache.shape().str() +
@@ -215,7 +304,12 @@ void attention_over_cache(context<D>& ctx, in<T, D> q, in<T, D> k_cache, in<T, D
     detail::fail("attention_over_cache", std::to_string(heads) + " heads do not divide width " + std::to_string(q.dim(2)));
   if (!detail::mask_fits(mask, q.shape(), heads, keys))
     detail::fail("attention_over_cache", "mask " + mask.shape().str() + " for q " + q.shape().str() + ", " + std::to_string(keys) + " keys");
-  backend<D>::template attention_over_cache<T>(ctx, q, k_cache, v_cache, keys, mask, heads, scale, out);
+  if (!past_on_device.empty() && (past_on_device.numel() != 1 || q.dim(1) != 1 ||
+                                  (!mask.empty() && mask.numel() > mask.dim(0) * keys)))
+    detail::fail("attention_over_cache", "past on the device " + past_on_device.shape().str() + " for q " + q.shape().str() +
+                                             " and mask " + mask.shape().str() +
+                                             " (one value, one query position, one mask row per batch row)");
+  backend<D>::template attention_over_cache<T>(ctx, q, k_cache, v_cache, keys, mask, heads, scale, out, past_on_device);
 }
 
 /// im2col of a stride-p, kernel-p Conv2d: pixels (B, C, H, W) float -> patches (B, (H/p)(W/p), C p p), patches

@@ -98,6 +98,28 @@ struct backend<cpu> {
   }
 
   template <class T>
+  static void embedding_of_device_ids(context<cpu>&, view<const T> table, view<const std::int64_t> ids, view<T> out) {
+    for (index_t n = 0; n < ids.numel(); ++n) std::copy_n(table.row(ids.data()[n]), table.cols(), out.row(n));
+  }
+
+  template <class T>
+  static void write_cache_rows(context<cpu>&, view<const T> k_rows, view<const T> v_rows, view<T> cache_k, view<T> cache_v,
+                               view<const std::int64_t> past) {
+    const index_t at = static_cast<index_t>(*past.data());
+    for (index_t b = 0; b < k_rows.rows(); ++b) {
+      std::copy_n(k_rows.row(b), k_rows.cols(), cache_k[b].row(at));
+      std::copy_n(v_rows.row(b), v_rows.cols(), cache_v[b].row(at));
+    }
+  }
+
+  /// No fused epilogue on the CPU: linear, then the activation and the add.
+  template <class T>
+  static void linear_fused(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b, std::optional<activation> act,
+                           view<const T> residual, view<T> y) {
+    ops::detail::linear_then_epilogue<T, cpu>(ctx, x, w, b, act, residual, y);
+  }
+
+  template <class T>
   static void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T> v, view<const float> mask,
                         index_t heads, float scale, view<T> out) {
     cpu_detail::attention<T>(ctx, q, k, v, mask, heads, scale, out);
@@ -105,10 +127,15 @@ struct backend<cpu> {
 
   template <class T>
   static void attention_over_cache(context<cpu>& ctx, view<const T> q, view<const T> k_cache, view<const T> v_cache, index_t keys,
-                                   view<const float> mask, index_t heads, float scale, view<T> out) {
+                                   view<const float> mask, index_t heads, float scale, view<T> out,
+                                   view<const std::int64_t> past_on_device) {
+    const index_t bound = keys;
+    if (!past_on_device.empty()) keys = static_cast<index_t>(*past_on_device.data()) + 1;  // one query row
     for (index_t b = 0; b < q.dim(0); ++b) {
       view<const float> mask_b;
       if (!mask.empty()) mask_b = mask.dim(0) == 1 ? mask : mask.slice(b, 1);
+      if (!mask_b.empty() && keys != bound)  // one mask row per batch row (ops checked): its first `keys`
+        mask_b = view<const float>(mask_b.data(), mask_b.rank() == 3 ? shape{1, 1, keys} : shape{1, 1, 1, keys});
       cpu_detail::attention<T>(ctx, q[b].unsqueeze(), k_cache[b].slice(0, keys).unsqueeze(), v_cache[b].slice(0, keys).unsqueeze(),
                                mask_b, heads, scale, out[b].unsqueeze());
     }

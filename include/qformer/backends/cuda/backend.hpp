@@ -2,7 +2,8 @@
 /// \file
 /// backend<cuda>: the CUDA implementation of every op in ops/ops.hpp. linear goes through cuBLASLt (bf16 / fp16
 /// / fp32 inputs, fp32 accumulation, bias fused as the matmul epilogue; the algorithm chosen once per shape and
-/// kept); the other ops are qformer's kernels (launch.hpp declares them, kernels.cuh defines them for nvcc).
+/// kept), except for up to 8 rows of x (decoding steps), which qformer's GEMV kernel streams; the other ops are
+/// qformer's kernels (launch.hpp declares them, kernels.cuh defines them for nvcc).
 /// Only C headers of the toolkit are included, so this file compiles under g++; a program that runs the
 /// kernels includes <qformer/cuda.hpp> from one .cu file. Every op is asynchronous on the context's stream.
 
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -161,6 +163,7 @@ struct backend<cuda> {
   static void linear(context<cuda>& ctx, view<const T, cuda> x, view<const T, cuda> w, view<const T, cuda> b, view<T, cuda> y) {
     using namespace cuda_detail;
     backend_state<cuda>& s = ctx.backend();
+    if (cuda_kernels::small_batch_linear<T>(s.stream, matrix(x), matrix(w), b.empty() ? nullptr : b.data(), matrix(y), {})) return;
     constexpr cudaDataType_t type = data_type<T>();
     const gemm_plan& plan = s.plan({std::int64_t(type), x.rows(), x.cols(), w.rows(), w.row_stride(), x.row_stride(), y.row_stride(),
                                     std::int64_t(!b.empty())});
@@ -172,6 +175,18 @@ struct backend<cuda> {
     check(cublasLtMatmul(s.lt, plan.op.d, &alpha, w.data(), plan.w.d, x.data(), plan.x.d, &beta, y.data(), plan.y.d, y.data(), plan.y.d,
                          &plan.algorithm, s.workspace, backend_state<cuda>::workspace_bytes, s.stream),
           "cublasLtMatmul");
+  }
+
+  /// The GEMV of up to 8 rows applies the activation and the residual before its one rounding; otherwise
+  /// cuBLASLt, then the elementwise kernels.
+  template <class T>
+  static void linear_fused(context<cuda>& ctx, view<const T, cuda> x, view<const T, cuda> w, view<const T, cuda> b,
+                           std::optional<activation> act, view<const T, cuda> residual, view<T, cuda> y) {
+    cuda_kernels::epilogue<T> after;
+    if (act) after.activate = true, after.op = unary_of(*act);
+    if (!residual.empty()) after.residual = matrix(residual);
+    if (cuda_kernels::small_batch_linear<T>(stream(ctx), matrix(x), matrix(w), b.empty() ? nullptr : b.data(), matrix(y), after)) return;
+    ops::detail::linear_then_epilogue<T, cuda>(ctx, x, w, b, act, residual, y);
   }
 
   template <class T>
@@ -248,6 +263,19 @@ struct backend<cuda> {
   }
 
   template <class T>
+  static void embedding_of_device_ids(context<cuda>& ctx, view<const T, cuda> table, view<const std::int64_t, cuda> ids,
+                                      view<T, cuda> out) {
+    cuda_kernels::embedding<T>(stream(ctx), matrix(table), ids.data(), matrix(out));
+  }
+
+  template <class T>
+  static void write_cache_rows(context<cuda>& ctx, view<const T, cuda> k_rows, view<const T, cuda> v_rows, view<T, cuda> cache_k,
+                               view<T, cuda> cache_v, view<const std::int64_t, cuda> past) {
+    cuda_kernels::write_cache_rows<T>(stream(ctx), matrix(k_rows), matrix(v_rows), cache_k.data(), cache_v.data(), cache_k.dim(1),
+                                      past.data());
+  }
+
+  template <class T>
   static void attention(context<cuda>& ctx, view<const T, cuda> q, view<const T, cuda> k, view<const T, cuda> v,
                         view<const float, cuda> mask, index_t heads, float scale, view<T, cuda> out) {
     cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k), matrix(v), mask_argument(mask), q.dim(0), q.dim(1), k.dim(1),
@@ -257,9 +285,10 @@ struct backend<cuda> {
   /// One launch for the whole batch: the kernel steps from one batch row's keys to the next by the capacity.
   template <class T>
   static void attention_over_cache(context<cuda>& ctx, view<const T, cuda> q, view<const T, cuda> k_cache, view<const T, cuda> v_cache,
-                                   index_t keys, view<const float, cuda> mask, index_t heads, float scale, view<T, cuda> out) {
+                                   index_t keys, view<const float, cuda> mask, index_t heads, float scale, view<T, cuda> out,
+                                   view<const std::int64_t, cuda> past_on_device) {
     cuda_kernels::attention<T>(stream(ctx), matrix(q), matrix(k_cache), matrix(v_cache), mask_argument(mask), q.dim(0), q.dim(1), keys,
-                               k_cache.dim(1), heads, scale, matrix(out));
+                               k_cache.dim(1), heads, scale, matrix(out), past_on_device.empty() ? nullptr : past_on_device.data());
   }
 
   template <class T>
@@ -270,6 +299,15 @@ struct backend<cuda> {
 
  private:
   static cudaStream_t stream(context<cuda>& ctx) { return ctx.backend().stream; }
+  /// The kernels' code of a feed-forward activation.
+  static cuda_kernels::unary_op unary_of(activation act) {
+    switch (act) {
+      case activation::gelu_erf: return cuda_kernels::unary_op::gelu_erf;
+      case activation::gelu_tanh: return cuda_kernels::unary_op::gelu_tanh;
+      case activation::relu: break;
+    }
+    return cuda_kernels::unary_op::relu;
+  }
   template <class T>
   static cuda_kernels::matrix<T> matrix(view<T, cuda> v) {
     return {v.data(), v.rows(), v.cols(), v.row_stride()};

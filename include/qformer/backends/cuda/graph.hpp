@@ -9,6 +9,7 @@
 /// before anything else uses that arena memory). A pass that uploads host values (masks, token ids: the
 /// language models) cannot be captured: the upload would be recorded with the values of the capture.
 
+#include "../../core/recorded_pass.hpp"
 #include "backend.hpp"
 
 #include <utility>
@@ -32,6 +33,8 @@ class cuda_graph {
   }
 
   /// Records everything `pass()` enqueues on ctx's stream (nothing runs while recording).
+  bool empty() const noexcept { return exec_ == nullptr; }
+
   template <class Pass>
   static cuda_graph capture(context<cuda>& ctx, Pass&& pass) {
     cudaStream_t stream = ctx.backend().stream;
@@ -59,6 +62,22 @@ class cuda_graph {
  private:
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t exec_ = nullptr;
+};
+
+/// recorded_pass on CUDA: the pass captured as a graph (core/recorded_pass.hpp says how to use it).
+template <>
+class recorded_pass<cuda> {
+ public:
+  bool recorded() const noexcept { return !graph_.empty(); }
+  template <class Pass>
+  void record(context<cuda>& ctx, Pass&& pass) {
+    graph_ = cuda_graph::capture(ctx, [&] { pass(ctx); });
+  }
+  void replay(context<cuda>& ctx) const { graph_.replay(ctx); }
+  void reset() noexcept { graph_ = cuda_graph(); }
+
+ private:
+  cuda_graph graph_;
 };
 
 }  // namespace qformer

@@ -11,5 +11,7 @@
 
 #include "kernels/attention.cuh"
 #include "kernels/elementwise.cuh"
+#include "kernels/gemv.cuh"
+#include "kernels/gemv.cuh"
 #include "kernels/instantiate.cuh"
 #include "kernels/norms.cuh"

@@ -35,6 +35,21 @@ enum class unary_op : int { gelu_erf, gelu_tanh, relu, scale };
 template <class T>
 void unary(cudaStream_t stream, unary_op op, float factor, matrix<const T> x, matrix<T> y);
 
+/// What small_batch_linear applies to x W^T + b before its one rounding: the activation `op` when `activate`,
+/// then the residual when residual.data is not null (y's rows and columns).
+template <class T>
+struct epilogue {
+  bool activate = false;
+  unary_op op = unary_op::relu;
+  matrix<const T> residual{nullptr, 0, 0, 0};
+};
+
+/// y (N, out) = x (N, in) W^T + b (W (out, in); b contiguous or null), then `after`, for N <= 8, the rows of a
+/// decoding step, streaming W at memory bandwidth; fp32 sums. Returns false, launching nothing, where it does not
+/// apply (more rows, or rows not 16-byte aligned): the caller then runs cuBLASLt and the elementwise kernels.
+template <class T>
+bool small_batch_linear(cudaStream_t stream, matrix<const T> x, matrix<const T> w, const T* bias, matrix<T> y, epilogue<T> after);
+
 enum class binary_op : int { add, mul };
 /// y = a op b elementwise. y may alias a or b.
 template <class T>
@@ -58,10 +73,20 @@ struct mask_arg {
 /// out_h = softmax(q_h k_h^T * scale + mask) v_h for every batch row b and head h. q / out (B * Lq, H * dh)
 /// rows; batch row b's keys and values are rows [b * key_batch_rows, b * key_batch_rows + keys) of k / v
 /// (key_batch_rows = keys for plain attention, the capacity for a KV cache); head_dim at most 128. out must not
-/// overlap the inputs.
+/// overlap the inputs. past_on_device, when not null (then queries = 1: a decoding step recorded once and
+/// replayed), makes the keys attended *past_on_device + 1, read by the kernel; `keys` is then their upper bound
+/// and the mask's row length.
 template <class T>
 void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix<const T> v, mask_arg mask, index batch,
-               index queries, index keys, index key_batch_rows, index heads, float scale, matrix<T> out);
+               index queries, index keys, index key_batch_rows, index heads, float scale, matrix<T> out,
+               const std::int64_t* past_on_device = nullptr);
+
+/// Row b of k_rows / v_rows (B rows each) to row *past of batch row b of the contiguous caches (B, capacity,
+/// cols), both in one launch; past is read by the kernel (a recorded decoding step) and below the capacity (the
+/// host checked it).
+template <class T>
+void write_cache_rows(cudaStream_t stream, matrix<const T> k_rows, matrix<const T> v_rows, T* cache_k, T* cache_v, index capacity,
+                      const std::int64_t* past);
 
 /// im2col of a stride-p Conv2d: pixels (B, C, H, W) float contiguous -> patches (B * (H/p)(W/p), C p p).
 template <class T>

@@ -403,7 +403,7 @@ template <class S, int Chunks /* ceil(head_dim / 32) */>
 __global__ void __launch_bounds__(detail::decode_threads) decode_attention_kernel(matrix<const S> q, matrix<const S> k, matrix<const S> v,
                                                                                    mask_arg mask, index keys, index key_batch_rows,
                                                                                    int head_dim, float scale, bool vector_ok,
-                                                                                   matrix<S> out) {
+                                                                                   const std::int64_t* past_on_device, matrix<S> out) {
   extern __shared__ float shared[];
   __shared__ float scratch[32];
   const int dh = head_dim, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -412,7 +412,8 @@ __global__ void __launch_bounds__(detail::decode_threads) decode_attention_kerne
   float* scores = q_row + detail::attention_max_head_dim;       // (keys)
   float* partial = scores + keys;                               // (warps, dh)
   for (int d = threadIdx.x; d < dh; d += blockDim.x) q_row[d] = detail::to_float(q.data[b * q.stride + h * dh + d]);
-  const float* mask_row = detail::mask_row_of(mask, b, h, 0, keys);
+  const float* mask_row = detail::mask_row_of(mask, b, h, 0, keys);  // rows `keys` apart
+  if (past_on_device) keys = *past_on_device + 1;                     // a recorded step: the keys filled so far
   const S* k_head = k.data + b * key_batch_rows * k.stride + h * dh;
   const S* v_head = v.data + b * key_batch_rows * v.stride + h * dh;
   __syncthreads();
@@ -481,12 +482,17 @@ inline bool device_has_bf16_mma() {
 
 template <class T>
 void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix<const T> v, mask_arg mask, index batch,
-               index queries, index keys, index key_batch_rows, index heads, float scale, matrix<T> out) {
+               index queries, index keys, index key_batch_rows, index heads, float scale, matrix<T> out,
+               const std::int64_t* past_on_device) {
   using S = detail::storage_t<T>;
   const index head_dim = q.cols / heads;
   if (head_dim > detail::attention_max_head_dim)
     throw invalid_argument("CUDA attention: head dimension " + std::to_string(head_dim) + " is over " +
                            std::to_string(detail::attention_max_head_dim));
+  if (past_on_device && (queries != 1 || keys > detail::decode_max_keys))
+    throw invalid_argument("CUDA attention: a recorded decoding step needs one query and at most " +
+                           std::to_string(detail::decode_max_keys) + " keys, not " + std::to_string(queries) + " and " +
+                           std::to_string(keys));
   if (batch == 0 || queries == 0) return;
   if (queries == 1 && keys <= detail::decode_max_keys) {  // a decoding step
     const std::size_t bytes = sizeof(float) * static_cast<std::size_t>(detail::attention_max_head_dim + keys + detail::decode_warps * head_dim);
@@ -495,7 +501,7 @@ void attention(cudaStream_t stream, matrix<const T> q, matrix<const T> k, matrix
     detail::with_head_chunks(head_dim, [&](auto chunks) {
       decode_attention_kernel<S, decltype(chunks)::value><<<grid, detail::decode_threads, bytes, stream>>>(
           detail::device(q), detail::device(k), detail::device(v), mask, keys, key_batch_rows, static_cast<int>(head_dim), scale,
-          vector_ok, detail::device(out));
+          vector_ok, past_on_device, detail::device(out));
     });
     detail::check_launch("decode_attention_kernel");
     return;

@@ -129,6 +129,43 @@ void embedding(cudaStream_t stream, matrix<const T> table, const std::int64_t* i
   detail::check_launch("embedding_kernel");
 }
 
+// write_cache_rows: block (b, 0) copies row b of k_rows, block (b, 1) row b of v_rows, to row *past of batch row
+// b of its cache (a recorded decoding step reads past when it runs); 16-byte vectors where the rows allow.
+template <class S>
+__global__ void write_cache_rows_kernel(matrix<const S> k_rows, matrix<const S> v_rows, S* cache_k, S* cache_v, index capacity,
+                                        const std::int64_t* past, bool vector_ok) {
+  const index at = *past;
+  const matrix<const S> rows = blockIdx.y == 0 ? k_rows : v_rows;
+  S* cache = blockIdx.y == 0 ? cache_k : cache_v;
+  for (index b = blockIdx.x; b < rows.rows; b += gridDim.x) {
+    const S* src = rows.data + b * rows.stride;
+    S* dst = cache + (b * capacity + at) * rows.cols;
+    if (vector_ok) {
+      constexpr int per = 16 / sizeof(S);
+      for (index c = threadIdx.x; c < rows.cols / per; c += blockDim.x)
+        reinterpret_cast<uint4*>(dst)[c] = reinterpret_cast<const uint4*>(src)[c];
+    } else {
+      for (index c = threadIdx.x; c < rows.cols; c += blockDim.x) dst[c] = src[c];
+    }
+  }
+}
+
+template <class T>
+void write_cache_rows(cudaStream_t stream, matrix<const T> k_rows, matrix<const T> v_rows, T* cache_k, T* cache_v, index capacity,
+                      const std::int64_t* past) {
+  if (k_rows.rows == 0) return;
+  using S = detail::storage_t<T>;
+  // Destination rows start (b * capacity + at) * cols elements in: 16-byte aligned when cols is a multiple of the
+  // vector and the caches are (allocations are).
+  const bool vector_ok = detail::vectorisable<T>(k_rows.cols, {{k_rows.data, k_rows.stride}, {v_rows.data, v_rows.stride},
+                                                               {cache_k, k_rows.cols}, {cache_v, k_rows.cols}});
+  const dim3 grid(static_cast<unsigned>(std::min<index>(k_rows.rows, 65535)), 2);
+  write_cache_rows_kernel<S><<<grid, detail::row_threads, 0, stream>>>(detail::device(k_rows), detail::device(v_rows),
+                                                                       reinterpret_cast<S*>(cache_k), reinterpret_cast<S*>(cache_v),
+                                                                       capacity, past, vector_ok);
+  detail::check_launch("write_cache_rows_kernel");
+}
+
 template <class S>
 __global__ void patchify_kernel(const float* pixels, index batch, index channels, index height, index width, index patch,
                                 matrix<S> patches) {

@@ -4,6 +4,7 @@
 
 #include "attention.cuh"
 #include "elementwise.cuh"
+#include "gemv.cuh"
 #include "norms.cuh"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -14,12 +15,14 @@
 namespace qformer::cuda_kernels {
 #define QFORMER_CUDA_INSTANTIATE_FOR(T)                                                                                         \
   template void layer_norm<T>(cudaStream_t, matrix<const T>, const T*, const T*, float, matrix<T>);                            \
+  template bool small_batch_linear<T>(cudaStream_t, matrix<const T>, matrix<const T>, const T*, matrix<T>, epilogue<T>);      \
   template void rms_norm<T>(cudaStream_t, matrix<const T>, const T*, float, matrix<T>);                                        \
   template void unary<T>(cudaStream_t, unary_op, float, matrix<const T>, matrix<T>);                                           \
   template void binary<T>(cudaStream_t, binary_op, matrix<const T>, matrix<const T>, matrix<T>);                               \
   template void embedding<T>(cudaStream_t, matrix<const T>, const std::int64_t*, matrix<T>);                                   \
   template void attention<T>(cudaStream_t, matrix<const T>, matrix<const T>, matrix<const T>, mask_arg, index, index, index,   \
-                             index, index, float, matrix<T>);                                                                   \
+                             index, index, float, matrix<T>, const std::int64_t*);                                              \
+  template void write_cache_rows<T>(cudaStream_t, matrix<const T>, matrix<const T>, T*, T*, index, const std::int64_t*);       \
   template void patchify<T>(cudaStream_t, const float*, index, index, index, index, index, matrix<T>);                         \
   template void cast<T, float>(cudaStream_t, matrix<const T>, matrix<float>);                                                  \
   template void cast<T, fp16>(cudaStream_t, matrix<const T>, matrix<fp16>);                                                    \
