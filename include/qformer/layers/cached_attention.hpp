@@ -18,17 +18,18 @@ void cached_attention(context<D>& ctx, view<const T, D> q, view<const T, D> k, v
   const index_t B = q.dim(0), L = q.dim(1), total = past + L, C = q.dim(2);
   if (total > cache_k.dim(1)) throw invalid_argument("KV cache capacity " + std::to_string(cache_k.dim(1)) + " < " + std::to_string(total) + " positions");
   if (!cache_k.contiguous() || !cache_v.contiguous()) throw shape_error("cached_attention: the caches must be contiguous");
-  if (!past_on_device.empty()) {
-    if (L != 1) throw shape_error("cached_attention: a step with its position on the device takes one position, not " + std::to_string(L));
-    ops::write_cache_rows<T, D>(ctx, view<const T, D>(k.data(), {B, C}, k.row_stride()), view<const T, D>(v.data(), {B, C}, v.row_stride()),
-                                cache_k, cache_v, past_on_device);
-    ops::attention_over_cache<T, D>(ctx, q, cache_k, cache_v, cache_k.dim(1), mask, heads, scale, out, past_on_device);
-    return;
-  }
-  if (L == 1) {  // a decoding step: row b goes to cache row b * capacity + past, one strided copy for the batch
+  if (!past_on_device.empty() && L != 1)
+    throw shape_error("cached_attention: a step with its position on the device takes one position, not " + std::to_string(L));
+  if (L == 1) {  // a decoding step: row b goes to cache row b * capacity + past, one write for the batch
+    const view<const T, D> k_rows(k.data(), {B, C}, k.row_stride()), v_rows(v.data(), {B, C}, v.row_stride());
+    if (!past_on_device.empty()) {
+      ops::write_cache_rows<T, D>(ctx, k_rows, v_rows, cache_k, cache_v, past_on_device);
+      ops::attention_over_cache<T, D>(ctx, q, cache_k, cache_v, cache_k.dim(1), mask, heads, scale, out, past_on_device);
+      return;
+    }
     const index_t stride = cache_k.dim(1) * C;
-    ops::copy<T, D>(ctx, view<const T, D>(k.data(), {B, C}, k.row_stride()), view<T, D>(cache_k.data() + past * C, {B, C}, stride));
-    ops::copy<T, D>(ctx, view<const T, D>(v.data(), {B, C}, v.row_stride()), view<T, D>(cache_v.data() + past * C, {B, C}, stride));
+    ops::copy<T, D>(ctx, k_rows, view<T, D>(cache_k.data() + past * C, {B, C}, stride));
+    ops::copy<T, D>(ctx, v_rows, view<T, D>(cache_v.data() + past * C, {B, C}, stride));
   } else {
     for (index_t b = 0; b < B; ++b) {
       ops::copy<T, D>(ctx, k[b], cache_k[b].slice(past, L));

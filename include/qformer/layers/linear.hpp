@@ -121,9 +121,7 @@ class Linear {
     if constexpr (std::is_same_v<D, cpu>) {
       if (int8_) {
         cpu_detail::linear_int8<T>(ctx, x, *int8_, bias_.empty() ? nullptr : bias_.get().data(), y);
-        if (act) ops::activate<T, D>(ctx, *act, y, y);
-        if (!residual.empty()) ops::add<T, D>(ctx, y, residual, y);
-        return;
+        return ops::detail::apply_epilogue<T, D>(ctx, act, residual, y);
       }
     }
     ops::linear_fused<T, D>(ctx, x, weight(), bias_.get(), act, residual, y);

@@ -9,12 +9,6 @@
 
 namespace qformer {
 
-/// Applies `act` elementwise; y may alias x.
-template <class T, class D>
-void apply_activation(context<D>& ctx, activation act, view<const T, D> x, view<T, D> y) {
-  ops::activate<T, D>(ctx, act, x, y);
-}
-
 template <class T, class D = cpu>
 class MLP {
  public:
@@ -38,16 +32,12 @@ class MLP {
   }
 
   /// x (..., C) -> y (..., C). y must not overlap x.
-  void forward(context<D>& ctx, view<const T, D> x, view<T, D> y) const {
-    typename context<D>::scope scope(ctx);
-    view<T, D> h = ctx.template alloc<T>(with_last_dim(x.shape(), fc1_.out_features()));  // (..., hidden)
-    fc1_.forward(ctx, x, h, act_);
-    fc2_.forward(ctx, h, y);
-  }
-  /// y = residual + forward(x), the add fused into fc2 where the backend can. y overlaps neither x nor residual.
+  void forward(context<D>& ctx, view<const T, D> x, view<T, D> y) const { forward_add(ctx, x, {}, y); }
+  /// y = residual + forward(x) (residual may be empty), the activation fused into fc1 and the add into fc2 where
+  /// the backend can. y overlaps neither x nor residual.
   void forward_add(context<D>& ctx, view<const T, D> x, view<const T, D> residual, view<T, D> y) const {
     typename context<D>::scope scope(ctx);
-    view<T, D> h = ctx.template alloc<T>(with_last_dim(x.shape(), fc1_.out_features()));
+    view<T, D> h = ctx.template alloc<T>(with_last_dim(x.shape(), fc1_.out_features()));  // (..., hidden)
     fc1_.forward(ctx, x, h, act_);
     fc2_.forward(ctx, h, y, std::nullopt, residual);
   }

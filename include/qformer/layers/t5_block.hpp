@@ -138,7 +138,7 @@ class T5Block {
     ops::add<T, D>(ctx, y, h, y);
   }
 
-  void activate(context<D>& ctx, view<T, D> x) const { apply_activation<T, D>(ctx, act_, x, x); }
+  void activate(context<D>& ctx, view<T, D> x) const { ops::activate<T, D>(ctx, act_, x, x); }
 
   /// transformers' ACT2FN names: "gelu" (exact), "gelu_new" (tanh form), "relu".
   static activation activation_of(const std::string& name) {

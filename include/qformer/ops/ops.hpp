@@ -134,13 +134,18 @@ void activate(context<D>& ctx, activation act, in<T, D> x, view<T, D> y) {
 }
 
 namespace detail {
-/// linear_fused as three ops: linear, then the activation in place, then the residual add in place.
+/// linear_fused's epilogue as separate ops on a computed y: the activation in place, then the residual add.
+template <class T, class D>
+void apply_epilogue(context<D>& ctx, std::optional<activation> act, in<T, D> residual, view<T, D> y) {
+  if (act) activate<T, D>(ctx, *act, y, y);
+  if (!residual.empty()) add<T, D>(ctx, y, residual, y);
+}
+/// linear_fused as separate ops: linear, then apply_epilogue.
 template <class T, class D>
 void linear_then_epilogue(context<D>& ctx, in<T, D> x, in<T, D> w, in<T, D> b, std::optional<activation> act, in<T, D> residual,
                           view<T, D> y) {
   backend<D>::template linear<T>(ctx, x, w, b, y);
-  if (act) activate<T, D>(ctx, *act, y, y);
-  if (!residual.empty()) add<T, D>(ctx, y, residual, y);
+  apply_epilogue<T, D>(ctx, act, residual, y);
 }
 }  // namespace detail
 

@@ -98,8 +98,8 @@ struct backend<cpu> {
   }
 
   template <class T>
-  static void embedding_of_device_ids(context<cpu>&, view<const T> table, view<const std::int64_t> ids, view<T> out) {
-    for (index_t n = 0; n < ids.numel(); ++n) std::copy_n(table.row(ids.data()[n]), table.cols(), out.row(n));
+  static void embedding_of_device_ids(context<cpu>& ctx, view<const T> table, view<const std::int64_t> ids, view<T> out) {
+    embedding<T>(ctx, table, std::span<const std::int64_t>(ids.data(), static_cast<std::size_t>(ids.numel())), out);
   }
 
   template <class T>

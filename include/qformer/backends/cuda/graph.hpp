@@ -32,9 +32,10 @@ class cuda_graph {
     if (graph_) cudaGraphDestroy(graph_);
   }
 
-  /// Records everything `pass()` enqueues on ctx's stream (nothing runs while recording).
+  /// Whether nothing was captured.
   bool empty() const noexcept { return exec_ == nullptr; }
 
+  /// Records everything `pass()` enqueues on ctx's stream (nothing runs while recording).
   template <class Pass>
   static cuda_graph capture(context<cuda>& ctx, Pass&& pass) {
     cudaStream_t stream = ctx.backend().stream;

@@ -1,9 +1,10 @@
 #pragma once
 /// \file
 /// small_batch_linear: y (N, out) = x (N, in) W^T + b, then an activation and a residual add (the epilogue), for a
-/// few rows of x (a decoding step: N = the batch), where the work is reading W once. cuBLASLt's kernels for N = 1 reached about half the memory bandwidth; this one
-/// streams each weight row 16 bytes per lane with eight loads in flight, and each warp computes two output
-/// features for every row of x, so one read of an x vector (from L1) serves two weight rows.
+/// few rows of x (a decoding step: N = the batch), where the work is reading W once. cuBLASLt's kernels for N = 1
+/// reached about half the memory bandwidth; this one streams each weight row 16 bytes per lane with eight loads
+/// in flight, and each warp computes two output features for every row of x, so one read of an x vector (from
+/// L1) serves two weight rows.
 
 #include "common.cuh"
 #include "elementwise.cuh"  // apply(): the activations
