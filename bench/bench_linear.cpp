@@ -33,6 +33,8 @@ void BM_linear(benchmark::State& state) {
     state.counters["weights_GB/s"] = benchmark::Counter(double(in) * double(out) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   } else {
     bench::report_flops<T>(state, ops);
+    state.counters["weights_GB/s"] =  // what bounds a GEMV
+        benchmark::Counter(double(in) * double(out) * sizeof(T) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   }
 }
 
@@ -45,10 +47,17 @@ void vit_and_qformer_shapes(benchmark::internal::Benchmark* b) {
 }
 
 /// OPT-2.7b's Linears (width 2560, MLP 10240) at a caption's prefill (32 query tokens + BOS) and at a decoding
-/// step of 8 captions: the bf16 and int8 language models' GEMMs (AMX tiles where the CPU has them, else
+/// step of 8 captions and of one: the bf16 and int8 language models' GEMMs (AMX tiles where the CPU has them, else
 /// avx512_bf16 / VNNI), bound by the weights streamed from memory.
 void opt_shapes(benchmark::internal::Benchmark* b) {
-  for (int rows : {33, 8}) b->Args({rows, 2560, 2560})->Args({rows, 2560, 10240})->Args({rows, 10240, 2560});
+  for (int rows : {33, 8, 1}) b->Args({rows, 2560, 2560})->Args({rows, 2560, 10240})->Args({rows, 10240, 2560});
+  b->ArgNames({"rows", "in", "out"});
+}
+
+/// Weights far larger than the last-level cache (8 fc1s side by side: 210 M parameters), as a decoding step streams
+/// OPT-2.7b's 2.65 G: the GEMV's bytes per second from memory, which the smaller shapes above partly read from L3.
+void streamed_shapes(benchmark::internal::Benchmark* b) {
+  for (int rows : {1, 8}) b->Args({rows, 2560, 8 * 10240});
   b->ArgNames({"rows", "in", "out"});
 }
 
@@ -56,6 +65,8 @@ BENCHMARK(BM_linear<float>)->Name("linear/f32")->Apply(vit_and_qformer_shapes)->
 BENCHMARK(BM_linear<bf16>)->Name("linear/bf16")->Apply(vit_and_qformer_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
 BENCHMARK(BM_linear<bf16>)->Name("linear/bf16")->Apply(opt_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
 BENCHMARK(BM_linear<bf16, true>)->Name("linear/int8")->Apply(opt_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
+BENCHMARK(BM_linear<bf16>)->Name("linear/bf16")->Apply(streamed_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
+BENCHMARK(BM_linear<bf16, true>)->Name("linear/int8")->Apply(streamed_shapes)->Unit(benchmark::kMillisecond)->MinTime(0.5);
 
 }  // namespace
 

@@ -213,6 +213,12 @@ TEST_CASE_TEMPLATE("linear_int8: AMX, VNNI and portable give the same numbers, w
               b = test::random_tensor<T>({s.out}, 23);
     const int8_weights q = int8_weights::quantize<T>(w.get());
     CHECK(q.stride % 64 == 0);
+    set_cpu_kernels(cpu_kernels::portable);  // the scalar quantiser: the same bytes, scales and offsets
+    const int8_weights scalar = int8_weights::quantize<T>(w.get());
+    set_cpu_kernels(cpu_kernels::automatic);
+    CHECK(scalar.values == q.values);
+    CHECK(scalar.scale == q.scale);
+    CHECK(scalar.offset == q.offset);
     tensor<T> want({s.rows, s.out});
     reference::linear<T>(x.get(), w.get(), b.get(), want.mut());
     tensor<T> fast({s.rows, s.out}), vnni({s.rows, s.out}), portable({s.rows, s.out});
@@ -226,9 +232,24 @@ TEST_CASE_TEMPLATE("linear_int8: AMX, VNNI and portable give the same numbers, w
     CHECK(test::relative_max_diff(vnni.get(), portable.get()) == 0.0);
     CHECK(test::relative_max_diff(fast.get(), want.get()) <= 3e-2);
   }
-  tensor<T> x({2, 5}), wrong({2, 6});
-  CHECK_THROWS_AS(cpu_detail::linear_int8<T>(ctx, x.get(), int8_weights::quantize<T>(tensor<T>({4, 6}).get()), nullptr, wrong.mut()),
+  tensor<T> x({2, 5}), wrong({2, 6}), zero_w({4, 6});
+  std::fill_n(zero_w.data(), zero_w.numel(), T(0.0f));
+  CHECK_THROWS_AS(cpu_detail::linear_int8<T>(ctx, x.get(), int8_weights::quantize<T>(zero_w.get()), nullptr, wrong.mut()),
                   shape_error);
+  const int8_weights zeros = int8_weights::quantize<T>(zero_w.get());  // zero rows: scale 1, all zero
+  CHECK(std::all_of(zeros.scale.begin(), zeros.scale.end(), [](float v) { return v == 1.0f; }));
+  CHECK(std::all_of(zeros.values.begin(), zeros.values.end(), [](std::int8_t v) { return v == 0; }));
+  // A weight that is not finite is named by its row (it used to be skipped by the max and cast from NaN), on both paths.
+  for (const cpu_kernels kernels : {cpu_kernels::automatic, cpu_kernels::portable}) {
+    for (const float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+      tensor<T> w = test::random_tensor<T>({300, 70}, 24);
+      w.data()[211 * 70 + 69] = T(bad);
+      w.data()[250 * 70 + 3] = T(bad);
+      set_cpu_kernels(kernels);
+      CHECK_THROWS_WITH_AS(int8_weights::quantize<T>(w.get()), doctest::Contains("weight row 211 is not finite"), error);
+      set_cpu_kernels(cpu_kernels::automatic);
+    }
+  }
 }
 
 TEST_CASE("AVX-512 row kernels: GELU, softmax and bf16 conversions against the scalar definitions") {

@@ -52,4 +52,21 @@ struct device_traits<cpu> {
   }
 };
 
+/// A standard allocator over device_traits<cpu> (64-byte aligned, huge pages from 4 MiB on), for host buffers that
+/// kernels stream and that are not tensors (int8 weights).
+template <class T>
+struct host_allocator {
+  using value_type = T;
+  host_allocator() noexcept = default;
+  template <class U>
+  host_allocator(const host_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    if (n > static_cast<std::size_t>(-1) / sizeof(T)) throw std::bad_array_new_length();
+    return static_cast<T*>(device_traits<cpu>::allocate(n * sizeof(T)));
+  }
+  void deallocate(T* p, std::size_t) noexcept { device_traits<cpu>::deallocate(p); }
+  template <class U>
+  bool operator==(const host_allocator<U>&) const noexcept { return true; }
+};
+
 }  // namespace qformer

@@ -176,11 +176,15 @@ inline void dispatch_gemv_rows(index_t M, Fn&& fn) {
 }
 
 /// Rows of w per GEMV block for MM rows of x: R x MM accumulators, the R weight vectors of a step and one x
-/// vector fit the 32 registers (8, 8, 4, 4, 4, 4, 3, 3). Every x vector is loaded once per block and step, so more
+/// vector fit the 32 registers (1, 8, 4, 4, 4, 4, 3, 3). Every x vector is loaded once per block and step, so more
 /// weight rows per block read x (beyond L1 from 5 rows of 2560 fp32) less often: at 8 rows, blocks of 3 stream
-/// OPT-2.7b's weights 11-16 % faster than blocks of 2.
+/// OPT-2.7b's weights 11-16 % faster than blocks of 2 (machine A's Xeon).
+/// One row of x is bound by memory alone (x stays in L1), and there one weight row at a time is best: each thread
+/// then reads one sequential stream, where a block of 8 rows reads 8 streams a row apart. On the AMD EPYC VM
+/// (machine C) that streams int8 weights 1.3-1.9x faster (27 -> 36-54 GB/s from 420 MB, 2 threads) and bf16
+/// 1.2-1.4x; without software prefetch, which the hardware's stream prefetcher makes redundant there.
 template <int MM>
-inline constexpr int gemv_block_rows = MM <= 2 ? 8 : MM <= 6 ? 4 : 3;
+inline constexpr int gemv_block_rows = MM == 1 ? 1 : MM <= 2 ? 8 : MM <= 6 ? 4 : 3;
 
 /// The GEMV loop every element type shares: output columns in blocks of gemv_block_rows<MM> rows of w, blocks
 /// split across threads, the last rows one at a time.
@@ -206,8 +210,8 @@ inline void gemv_driver(index_t N, index_t K, Block&& block, Put&& put) {
   });
 }
 
-/// How far ahead (bytes) the GEMV kernels prefetch each weight row they stream.
-inline constexpr index_t gemv_prefetch_bytes = 512;  // measured: +2-10 % GB/s over none, 1024, 2048
+/// How far ahead (bytes) the GEMV kernels prefetch each weight row they stream, in blocks of more than one row.
+inline constexpr index_t gemv_prefetch_bytes = 512;  // measured: +2-10 % GB/s over none, 1024, 2048 (machine A)
 
 /// Prefetches the cache line `ahead` bytes past p in each of R rows (row stride in bytes).
 template <int R>
@@ -226,7 +230,7 @@ QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, co
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
   index_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    if (k * 4 + gemv_prefetch_bytes < K * 4) prefetch_rows<R>(w + k, ldw * 4, gemv_prefetch_bytes);
+    if (R > 1 && k * 4 + gemv_prefetch_bytes < K * 4) prefetch_rows<R>(w + k, ldw * 4, gemv_prefetch_bytes);
     if constexpr (MM <= 4) {  // the x vectors held, each weight vector loaded once
       __m512 xv[MM];
       for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_ps(x + m * ldx + k);
@@ -334,7 +338,7 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_block_bf16(const std::uint16_t* x, i
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
   index_t k = 0;
   for (; k + 32 <= K; k += 32) {
-    if (k * 2 + gemv_prefetch_bytes < K * 2) prefetch_rows<R>(w + k, ldw * 2, gemv_prefetch_bytes);
+    if (R > 1 && k * 2 + gemv_prefetch_bytes < K * 2) prefetch_rows<R>(w + k, ldw * 2, gemv_prefetch_bytes);
     if constexpr (MM <= 4) {  // as gemv_block_f32
       __m512bh xv[MM];
       for (int m = 0; m < MM; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(x + m * ldx + k);

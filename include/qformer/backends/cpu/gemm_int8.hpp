@@ -18,8 +18,10 @@
 #include "gemm.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -32,41 +34,18 @@ namespace qformer {
 /// A Linear's weight (out, in) quantised to int8 per output channel.
 struct int8_weights {
   index_t out = 0, in = 0, stride = 0;  // stride: in rounded up to 64
-  std::vector<std::int8_t> values;      // (out, stride), zero past `in`
+  std::vector<std::int8_t, host_allocator<std::int8_t>> values;  // (out, stride), zero past `in`; huge pages (streamed)
   std::vector<float> scale;             // (out): W[n][k] ~ scale[n] * values[n][k]
   std::vector<std::int32_t> offset;     // (out): 128 * sum_k values[n][k], the u8 offset's share of each dot product
 
   bool empty() const noexcept { return out == 0; }
   std::size_t bytes() const noexcept { return values.size() + scale.size() * 4 + offset.size() * 4; }
 
-  /// Quantises w (out, in) of any element type: round to nearest of W / scale, clamped to [-127, 127].
+  /// Quantises w (out, in) of any element type: round to nearest of W / scale, clamped to [-127, 127]. Rows are
+  /// split across threads (AVX-512 where the CPU has it, the same bytes either way). A row that is not finite
+  /// (inf or NaN) is an error that names it.
   template <class T>
-  static int8_weights quantize(view<const T> w) {
-    int8_weights q;
-    q.out = w.rows();
-    q.in = w.cols();
-    q.stride = (q.in + 63) / 64 * 64;
-    q.values.assign(static_cast<std::size_t>(q.out * q.stride), 0);
-    q.scale.resize(static_cast<std::size_t>(q.out));
-    q.offset.resize(static_cast<std::size_t>(q.out));
-    for (index_t n = 0; n < q.out; ++n) {
-      const T* row = w.row(n);
-      float max_abs = 0.0f;
-      for (index_t k = 0; k < q.in; ++k) max_abs = std::max(max_abs, std::fabs(to_float(row[k])));
-      if (!std::isfinite(max_abs)) throw error("int8 quantisation: weight row " + std::to_string(n) + " is not finite");
-      const float scale = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
-      std::int32_t sum = 0;
-      std::int8_t* dst = q.values.data() + n * q.stride;
-      for (index_t k = 0; k < q.in; ++k) {
-        const float v = std::nearbyint(to_float(row[k]) / scale);
-        dst[k] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
-        sum += dst[k];
-      }
-      q.scale[static_cast<std::size_t>(n)] = scale;
-      q.offset[static_cast<std::size_t>(n)] = 128 * sum;
-    }
-    return q;
-  }
+  static int8_weights quantize(view<const T> w);
 };
 
 namespace cpu_detail {
@@ -89,6 +68,25 @@ void quantize_rows_u8(view<const T> x, index_t stride, std::uint8_t* q, float* s
     std::fill(dst + K, dst + stride, std::uint8_t{128});
     scale[m] = s;
   }
+}
+
+/// One weight row quantised as int8_weights::quantize defines it: scale = max|w| / 127 (1 for a zero row), dst[k] =
+/// clamp(nearbyint(w[k] / scale), -127, 127); returns false (dst unspecified) if the row holds inf or NaN.
+template <class T>
+bool quantize_weight_row(const T* row, index_t in, std::int8_t* dst, float& scale, std::int32_t& sum) {
+  float max_abs = 0.0f;
+  for (index_t k = 0; k < in; ++k) {
+    const float v = std::fabs(to_float(row[k]));
+    if (!(v <= std::numeric_limits<float>::max())) return false;  // inf or NaN
+    max_abs = std::max(max_abs, v);
+  }
+  scale = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+  sum = 0;
+  for (index_t k = 0; k < in; ++k) {
+    dst[k] = static_cast<std::int8_t>(std::clamp(std::nearbyint(to_float(row[k]) / scale), -127.0f, 127.0f));
+    sum += dst[k];
+  }
+  return true;
 }
 
 /// y[m][n] from the integer dot product: the one formula every path shares.
@@ -142,6 +140,41 @@ QFORMER_TARGET_AVX512 void quantize_rows_u8(view<const T> x, index_t stride, std
   }
 }
 
+/// cpu_detail::quantize_weight_row 16 elements at a time, to the same bytes: the division, not a multiplication by
+/// its inverse, rounded to nearest even as nearbyint does.
+template <class T>
+QFORMER_TARGET_AVX512 bool quantize_weight_row(const T* row, index_t in, std::int8_t* dst, float& scale, std::int32_t& sum) {
+  const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const __m512 largest_finite = _mm512_set1_ps(std::numeric_limits<float>::max());
+  const __m512 low = _mm512_set1_ps(-127.0f), high = _mm512_set1_ps(127.0f);
+  const auto mask_at = [in](index_t k) {
+    return in - k >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (in - k)) - 1u);
+  };
+  __m512 largest = _mm512_setzero_ps();
+  __mmask16 not_finite = 0;
+  for (index_t k = 0; k < in; k += 16) {
+    const __mmask16 mask = mask_at(k);
+    const __m512 v = _mm512_and_ps(load_as_floats(row + k, mask), magnitude);
+    not_finite |= _mm512_mask_cmp_ps_mask(mask, v, largest_finite, _CMP_NLE_UQ);  // > max or unordered
+    largest = _mm512_max_ps(v, largest);
+  }
+  if (not_finite) return false;
+  const float max_abs = _mm512_reduce_max_ps(largest);
+  scale = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+  const __m512 divisor = _mm512_set1_ps(scale);
+  __m512i sums = _mm512_setzero_si512();
+  for (index_t k = 0; k < in; k += 16) {
+    const __mmask16 mask = mask_at(k);
+    __m512 v = _mm512_roundscale_ps(_mm512_div_ps(load_as_floats(row + k, mask), divisor),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512i q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, low), high));  // masked lanes: 0
+    sums = _mm512_add_epi32(sums, q);
+    _mm_mask_storeu_epi8(dst + k, mask, _mm512_cvtepi32_epi8(q));
+  }
+  sum = _mm512_reduce_add_epi32(sums);
+  return true;
+}
+
 /// The sum of v's 16 int32 lanes.
 QFORMER_TARGET_AVX512 inline std::int32_t lane_sum_i32(__m512i v) {
   alignas(64) std::int32_t lanes[16];
@@ -159,7 +192,7 @@ QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, in
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_si512();
   for (index_t k = 0; k < stride; k += 64) {
-    if (k + gemv_prefetch_bytes < stride) prefetch_rows<R>(w + k, ldw, gemv_prefetch_bytes);
+    if (R > 1 && k + gemv_prefetch_bytes < stride) prefetch_rows<R>(w + k, ldw, gemv_prefetch_bytes);
     if constexpr (MM <= 4) {  // as gemv_block_f32
       __m512i xv[MM];
       for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_si512(x + m * ldx + k);
@@ -414,4 +447,45 @@ void linear_int8(context<cpu>& ctx, view<const T> x, const int8_weights& w, cons
 }
 
 }  // namespace cpu_detail
+
+template <class T>
+int8_weights int8_weights::quantize(view<const T> w) {
+  int8_weights q;
+  q.out = w.rows();
+  q.in = w.cols();
+  q.stride = (q.in + 63) / 64 * 64;
+  q.values.assign(static_cast<std::size_t>(q.out * q.stride), 0);
+  q.scale.resize(static_cast<std::size_t>(q.out));
+  q.offset.resize(static_cast<std::size_t>(q.out));
+  bool vectorised = false;
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16>) vectorised = cpu_detail::use_vnni_kernels();
+#endif
+  std::atomic<index_t> first_bad{q.out};  // no exception may leave an OpenMP region: the row is reported after it
+  cpu_detail::parallel_for(q.out, cpu_detail::kernel_threads(q.out / 64 + 1), [&](index_t n, index_t) {
+    float scale = 1.0f;
+    std::int32_t sum = 0;
+    std::int8_t* dst = q.values.data() + n * q.stride;
+    bool finite;
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16>)
+      finite = vectorised ? cpu_detail::avx512::quantize_weight_row(w.row(n), q.in, dst, scale, sum)
+                          : cpu_detail::quantize_weight_row(w.row(n), q.in, dst, scale, sum);
+    else
+#endif
+      finite = cpu_detail::quantize_weight_row(w.row(n), q.in, dst, scale, sum);
+    if (!finite) {
+      index_t seen = first_bad.load();
+      while (n < seen && !first_bad.compare_exchange_weak(seen, n)) {
+      }
+    }
+    q.scale[static_cast<std::size_t>(n)] = scale;
+    q.offset[static_cast<std::size_t>(n)] = 128 * sum;
+  });
+  (void)vectorised;
+  if (first_bad.load() < q.out)
+    throw error("int8 quantisation: weight row " + std::to_string(first_bad.load()) + " is not finite");
+  return q;
+}
+
 }  // namespace qformer
