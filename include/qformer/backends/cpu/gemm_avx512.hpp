@@ -175,24 +175,29 @@ inline void dispatch_gemv_rows(index_t M, Fn&& fn) {
   }
 }
 
-/// Rows of w per GEMV block for MM rows of x: R x MM accumulators, the R weight vectors of a step and one x
-/// vector fit the 32 registers (1, 8, 4, 4, 4, 4, 3, 3). Every x vector is loaded once per block and step, so more
-/// weight rows per block read x (beyond L1 from 5 rows of 2560 fp32) less often: at 8 rows, blocks of 3 stream
-/// OPT-2.7b's weights 11-16 % faster than blocks of 2 (machine A's Xeon).
-/// One row of x is bound by memory alone (x stays in L1), and there one weight row at a time is best: each thread
-/// then reads one sequential stream, where a block of 8 rows reads 8 streams a row apart. On the AMD EPYC VM
-/// (machine C) that streams int8 weights 1.3-1.9x faster (27 -> 36-54 GB/s from 420 MB, 2 threads) and bf16
-/// 1.2-1.4x; without software prefetch, which the hardware's stream prefetcher makes redundant there.
+/// Rows of w per GEMV block for MM rows of x, weights in cache (a panel GEMM's tail rows): R x MM accumulators, the
+/// R weight vectors of a step and one x vector fit the 32 registers (8, 8, 4, 4, 4, 4, 3, 3). Every x vector is
+/// loaded once per block and step, so more weight rows per block read x (beyond L1 from 5 rows of 2560 fp32) less
+/// often, and R x MM chains of dot products hide their latency.
 template <int MM>
-inline constexpr int gemv_block_rows = MM == 1 ? 1 : MM <= 2 ? 8 : MM <= 6 ? 4 : 3;
+inline constexpr int gemv_block_rows = MM <= 2 ? 8 : MM <= 6 ? 4 : 3;
 
-/// The GEMV loop every element type shares: output columns in blocks of gemv_block_rows<MM> rows of w, blocks
+/// Rows of w per GEMV block when the weights stream from memory (gemv_driver): at 8 rows of x, blocks of 3 stream
+/// OPT-2.7b's weights 11-16 % faster than blocks of 2 (machine A's Xeon). One row of x is bound by memory alone,
+/// and there one weight row at a time is best: each thread then reads one sequential stream, where a block of 8
+/// rows reads 8 streams a row apart. On the AMD EPYC VM (machine C) that streams int8 weights 1.3-1.9x faster (27
+/// -> 36-54 GB/s from 420 MB, 2 threads) and bf16 1.2-1.4x, without software prefetch, which the hardware's stream
+/// prefetcher makes redundant there.
+template <int MM>
+inline constexpr int gemv_stream_rows = MM == 1 ? 1 : gemv_block_rows<MM>;
+
+/// The GEMV loop every element type shares: output columns in blocks of gemv_stream_rows<MM> rows of w, blocks
 /// split across threads, the last rows one at a time.
 /// block.template operator()<R>(n0, sums) fills sums (R x MM, of type Sum) for w rows [n0, n0 + R); put(m, n, sum)
 /// stores. Split across threads from gemv_split_weights weights (N x K) on, with at least 8 blocks a thread.
 template <int MM, class Sum = float, class Block, class Put>
 inline void gemv_driver(index_t N, index_t K, Block&& block, Put&& put) {
-  constexpr int R = gemv_block_rows<MM>;
+  constexpr int R = gemv_stream_rows<MM>;
   const index_t blocks = (N + R - 1) / R;
   parallel_for(blocks, N * K >= gemv_split_weights ? kernel_threads(blocks / 8 + 1) : 1, [&](index_t blk, index_t) {
     const index_t n0 = blk * R;
