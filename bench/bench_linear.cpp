@@ -57,7 +57,7 @@ void opt_shapes(benchmark::internal::Benchmark* b) {
 /// Weights far larger than the last-level cache (8 fc1s side by side: 210 M parameters), as a decoding step streams
 /// OPT-2.7b's 2.65 G: the GEMV's bytes per second from memory, which the smaller shapes above partly read from L3.
 void streamed_shapes(benchmark::internal::Benchmark* b) {
-  for (int rows : {1, 8}) b->Args({rows, 2560, 8 * 10240});
+  for (int rows : {1, 4, 8}) b->Args({rows, 2560, 8 * 10240});
   b->ArgNames({"rows", "in", "out"});
 }
 
