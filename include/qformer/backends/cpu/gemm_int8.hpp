@@ -188,7 +188,7 @@ QFORMER_TARGET_AVX512 inline std::int32_t lane_sum_i32(__m512i v) {
 /// _mm512_dpbusd_epi32's accumulator in one register: in the GEMV blocks of 3 and 4 weight rows it copied each
 /// accumulator out and back around every vpdpbusd, or kept them in a stack array stored every step (2-4 extra
 /// instructions per dot product), so GCC gets the instruction with the accumulator tied to its register. At 8 rows
-/// of x that doubled the in-cache rate (machine C: 335 -> 550-670 GOP/s) and took a batch-8 decoding step from
+/// of x that took the in-cache rate from 335 to 550-567 GOP/s (machine C) and a batch-8 decoding step from
 /// ~200 to ~170 ms; up to 4 rows the blocks keep the intrinsic (the step's times at 4 rows moved 136-174 ms either
 /// way, within the VM's noise).
 QFORMER_TARGET_AVX512_VNNI inline __m512i dot_u8s8(__m512i acc, __m512i u, __m512i w) {
