@@ -200,15 +200,16 @@ QFORMER_TARGET_AVX512_VNNI inline __m512i dot_u8s8(__m512i acc, __m512i u, __m51
 #endif
 }
 
-/// Integer dot products of R weight rows with MM quantised x rows, 64 k per step (stride a multiple of 64).
-template <int R, int MM>
+/// Integer dot products of R weight rows with MM quantised x rows, 64 k per step (stride a multiple of 64);
+/// `Streamed`: the weights come from memory in order (gemv_driver), so the block prefetches the next one.
+template <int R, int MM, bool Streamed = false>
 QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, index_t ldx, const std::int8_t* w, index_t ldw,
                                                        index_t stride, std::int32_t* sums /* R x MM */) {
   __m512i acc[R][MM];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_si512();
   for (index_t k = 0; k < stride; k += 64) {
-    if (R > 1 && k + gemv_prefetch_bytes < stride) prefetch_rows<R>(w + k, ldw, gemv_prefetch_bytes);
+    gemv_prefetch<R, Streamed>(w, ldw, k, stride);
     if constexpr (MM <= 4) {  // as gemv_block_f32
       __m512i xv[MM];
       for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_si512(x + m * ldx + k);
@@ -438,7 +439,7 @@ void linear_int8(context<cpu>& ctx, view<const T> x, const int8_weights& w, cons
         avx512::gemv_driver<MM, std::int32_t>(
             N, w.stride,
             [&]<int R>(index_t n0, std::int32_t* dots) {
-              avx512::gemv_block_int8<R, MM>(q, w.stride, w.values.data() + n0 * w.stride, w.stride, w.stride, dots);
+              avx512::gemv_block_int8<R, MM, avx512::gemv_prefetch_next<MM>>(q, w.stride, w.values.data() + n0 * w.stride, w.stride, w.stride, dots);
             },
             put);
       });
