@@ -233,10 +233,12 @@ inline void prefetch_rows(const void* p, index_t row_bytes, index_t ahead) {
 /// end. Without it, at 5-8 rows of x (where a block computes as long as memory takes to deliver it) the loads and
 /// the arithmetic did not overlap: int8 at 8 rows streamed 15.7 GB/s of a 35.1 GB/s read rate on machine C, 34.5
 /// with it (T1: into L2; T0 or NTA 22 GB/s, two blocks ahead no better; a standalone probe over 420 MB).
+/// The last block's next one lies past the weights: prefetching it is harmless, but a pointer formed there would
+/// be undefined behaviour, so the address is computed as an integer.
 template <int R>
 inline __attribute__((always_inline)) void prefetch_next_block(const void* block, index_t block_bytes, index_t row_byte) {
-  const char* next = static_cast<const char*>(block) + block_bytes + row_byte * R;
-  for (int r = 0; r < R; ++r) _mm_prefetch(next + r * 64, _MM_HINT_T1);
+  const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(block) + static_cast<std::uintptr_t>(block_bytes + row_byte * R);
+  for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(next + static_cast<std::uintptr_t>(r) * 64), _MM_HINT_T1);
 }
 
 /// Whether gemv_driver's blocks prefetch the next block (prefetch_next_block) at MM rows of x: from 2 rows on. One
