@@ -15,7 +15,7 @@
 ///   blocked_gemm, the older driver (whole n-tiles over a block of x in L2), runs the int8 kernel (AMX: gemm_amx.hpp).
 /// GEMV (M <= gemv_max_rows, the decode step): each w row streamed once against the few x rows, 16 (fp32) or 32
 /// (bf16) elements per load, horizontal sums at the end: bound by memory bandwidth, as it must be. From 2 rows of x
-///   on, each block of weight rows pulls the next one into L2 while it computes (prefetch_next_block).
+/// on, each block of weight rows pulls the next one into L2 while it computes (prefetch_next_block).
 
 #include "../../core/context.hpp"
 #include "../../core/cpu_features.hpp"
