@@ -466,23 +466,56 @@ TEST_CASE("recorded OPT steps (inputs read on the device, the GPU's CUDA graph p
   CHECK_FALSE(fresh.records_steps());
 }
 
-TEST_CASE("attention_over_cache: each batch row attends to its cache prefix, as the scalar reference does") {
-  const index_t B = 3, Lq = 2, capacity = 10, keys = 7, heads = 2, C = 16;
-  const tensor<float> q = test::random_tensor<float>({B, Lq, C}, 1), k = test::random_tensor<float>({B, capacity, C}, 2),
-                      v = test::random_tensor<float>({B, capacity, C}, 3);
-  tensor<float> mask({B, Lq, keys});
-  for (index_t i = 0; i < mask.numel(); ++i) mask.data()[i] = (i % 5 == 0) ? masked_out : 0.1f * float(i % 3);
+TEST_CASE_TEMPLATE("attention_over_cache: each batch row attends to its cache prefix, as the scalar reference does", T, float, bf16, fp16) {
+  // Lq 1 and 2: the decoding-step kernel; Lq 6: attention() per batch row. Masks per query, per head (rank 4) and
+  // shared, and a mask row longer than the keys read (a recorded step's mask spans the capacity). The larger
+  // shapes are enough work for two threads: one batch row splits its 3 heads into two groups, 3 rows split by row.
+  struct case_shape { index_t B, capacity, keys, heads, C; };
+  const double bound = std::is_same_v<T, float> ? 1e-6 : std::is_same_v<T, fp16> ? 4e-3 : 3e-2;
   context<cpu> ctx;
-  tensor<float> got({B, Lq, C});
-  ops::attention_over_cache<float, cpu>(ctx, q.get(), k.get(), v.get(), keys, mask.get(), heads, 0.25f, got.mut());
-  for (index_t b = 0; b < B; ++b) {
-    tensor<float> want({1, Lq, C});
-    reference::attention<float>(q.get()[b].unsqueeze(), k.get()[b].slice(0, keys).unsqueeze(), v.get()[b].slice(0, keys).unsqueeze(),
-                                mask.get().slice(b, 1), heads, 0.25f, want.mut());
-    CHECK(test::relative_max_diff(got.get()[b], want.get()[0]) <= 1e-6);
+  for (const case_shape c : {case_shape{3, 10, 7, 2, 16}, case_shape{1, 120, 100, 3, 192}, case_shape{3, 120, 100, 3, 192}}) {
+    const index_t B = c.B, capacity = c.capacity, keys = c.keys, heads = c.heads, C = c.C;
+    CAPTURE(B);
+    CAPTURE(keys);
+    const tensor<T> k = test::random_tensor<T>({B, capacity, C}, 2), v = test::random_tensor<T>({B, capacity, C}, 3);
+    for (index_t Lq : {1, 2, 6}) {
+      CAPTURE(Lq);
+      const tensor<T> q = test::random_tensor<T>({B, Lq, C}, 1);
+      tensor<float> per_query({B, Lq, keys}), per_head({B, heads, Lq, keys}), shared({1, Lq, keys}), wide({B, Lq, capacity});
+      for (tensor<float>* m : {&per_query, &per_head, &shared, &wide})
+        for (index_t i = 0; i < m->numel(); ++i) m->data()[i] = (i % 5 == 0) ? masked_out : 0.1f * float(i % 3);
+      for (view<const float> mask : {per_query.get(), per_head.get(), shared.get(), view<const float>(), wide.get()}) {
+        const bool wide_rows = !mask.empty() && mask.cols() == capacity;
+        tensor<T> got({B, Lq, C});
+        if (wide_rows) {
+          if (Lq != 1) continue;  // only a one-query step reads a prefix of longer mask rows (past on the device)
+          const std::vector<std::int64_t> past = {keys - 1};
+          ops::attention_over_cache<T, cpu>(ctx, q.get(), k.get(), v.get(), capacity, mask, heads, 0.25f, got.mut(),
+                                            view<const std::int64_t>(past.data(), {1}));
+        } else {
+          ops::attention_over_cache<T, cpu>(ctx, q.get(), k.get(), v.get(), keys, mask, heads, 0.25f, got.mut());
+        }
+        for (index_t b = 0; b < B; ++b) {
+          tensor<float> mask_b;
+          if (!mask.empty()) {  // this row's mask over the first `keys` keys
+            const ops::mask_layout m = ops::mask_layout::of(mask);
+            mask_b = tensor<float>({1, m.heads, Lq, keys});
+            for (index_t h = 0; h < m.heads; ++h)
+              for (index_t i = 0; i < Lq; ++i)
+                std::copy_n(mask.row(m.row(b, h, i)), keys, mask_b.data() + (h * Lq + i) * keys);
+          }
+          tensor<T> want({1, Lq, C});
+          reference::attention<T>(q.get()[b].unsqueeze(), k.get()[b].slice(0, keys).unsqueeze(), v.get()[b].slice(0, keys).unsqueeze(),
+                                  mask_b.get(), heads, 0.25f, want.mut());
+          CHECK(test::relative_max_diff(got.get()[b], want.get()[0]) <= bound);
+        }
+      }
+    }
+    tensor<T> out({B, 1, C});
+    const tensor<T> q1 = test::random_tensor<T>({B, 1, C}, 1);
+    auto past_the_capacity = [&] { ops::attention_over_cache<T, cpu>(ctx, q1.get(), k.get(), v.get(), capacity + 1, {}, heads, 0.25f, out.mut()); };
+    CHECK_THROWS_AS(past_the_capacity(), shape_error);
   }
-  auto past_the_capacity = [&] { ops::attention_over_cache<float, cpu>(ctx, q.get(), k.get(), v.get(), capacity + 1, {}, heads, 0.25f, got.mut()); };
-  CHECK_THROWS_AS(past_the_capacity(), shape_error);
 }
 
 TEST_CASE("upload / download / uploaded copy host values to and from a device (the CPU here)") {

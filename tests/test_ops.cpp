@@ -293,6 +293,44 @@ TEST_CASE("AVX-512 row kernels: GELU, softmax and bf16 conversions against the s
 #endif
 }
 
+TEST_CASE_TEMPLATE("decoding-step attention rows: dot_segments and add_scaled_segments, AVX-512 and portable, against double sums",
+                   T, float, bf16, fp16) {
+  // One cached row of T read in place against `segments` heads; head widths around the 16-lane tail masks and
+  // OPT-2.7b's 80; strided outputs and probabilities, as the driver lays them out.
+  using dot_fn = void (*)(const float*, const T*, index_t, index_t, float*, index_t);
+  using add_fn = void (*)(const float*, index_t, const T*, index_t, index_t, float*);
+  std::vector<std::pair<const char*, std::pair<dot_fn, add_fn>>> kernels = {
+      {"portable", {cpu_detail::portable::dot_segments<T>, cpu_detail::portable::add_scaled_segments<T>}}};
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if (host_cpu().has_avx512()) kernels.push_back({"avx512", {cpu_detail::avx512::dot_segments<T>, cpu_detail::avx512::add_scaled_segments<T>}});
+#endif
+  const index_t stride = 3;
+  for (const auto& [name, fns] : kernels)
+    for (index_t n : {1, 15, 16, 17, 80, 100})
+      for (index_t segments : {1, 2, 5}) {
+        CAPTURE(name);
+        CAPTURE(n);
+        CAPTURE(segments);
+        const tensor<float> a = test::random_tensor<float>({segments * n}, 20), p = test::random_tensor<float>({segments * stride}, 22);
+        const tensor<T> b = test::random_tensor<T>({segments * n}, 21);
+        tensor<float> y = test::random_tensor<float>({segments * n}, 23);
+        const std::vector<float> y0(y.data(), y.data() + y.numel());
+        std::vector<float> dots(static_cast<std::size_t>(segments * stride), -1.0f);
+        fns.first(a.data(), b.data(), segments, n, dots.data(), stride);
+        fns.second(p.data(), stride, b.data(), segments, n, y.data());
+        for (index_t s = 0; s < segments; ++s) {
+          double want = 0;
+          for (index_t i = 0; i < n; ++i) want += double(a.data()[s * n + i]) * to_float(b.data()[s * n + i]);
+          CHECK(std::abs(dots[static_cast<std::size_t>(s * stride)] - want) <= 1e-5 * std::max(1.0, std::abs(want)));
+          CHECK(dots[static_cast<std::size_t>(s * stride + 1)] == -1.0f);  // between the strided outputs: untouched
+          for (index_t i = 0; i < n; ++i) {
+            const double sum = y0[static_cast<std::size_t>(s * n + i)] + double(p.data()[s * stride]) * to_float(b.data()[s * n + i]);
+            CHECK(std::abs(y.data()[s * n + i] - sum) <= 1e-6 * std::max(1.0, std::abs(sum)));
+          }
+        }
+      }
+}
+
 TEST_CASE_TEMPLATE("layer_norm matches the reference (and works in place)", T, float, fp16, bf16) {
   context<cpu> ctx;
   tensor<T> x = test::random_tensor<T>({5, 3, 45}, 4), w = test::random_tensor<T>({45}, 5), b = test::random_tensor<T>({45}, 6);

@@ -77,4 +77,50 @@ void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T
   }
 }
 
+/// Queries of at most this many positions per batch row attend over a KV cache with attention_over_cache's
+/// row kernels (a decoding step has one); longer ones (a prompt's prefill) with attention()'s GEMMs.
+inline constexpr index_t few_queries = 4;
+
+/// q (B, Lq, H*dh) with Lq <= few_queries over the first `keys` rows of each batch row's caches k_cache, v_cache
+/// (B, capacity, H*dh); mask as in attention() with its rows `mask.cols()` long (the first `keys` read); out (B,
+/// Lq, H*dh). The cache is read in place, in the order it lies in memory: one unit of work is a batch row and a
+/// contiguous group of its heads (all of them once there are at least as many rows as threads), and walks the
+/// cached rows one after the other, each row's heads side by side. In fp32 (bf16 / fp16 widened in registers):
+///   scores[g][i][j] = q_i,g · k_j,g   (dot_segments over key row j)
+///   softmax of scores * scale + mask  (softmax_rows, as attention())
+///   out_i,g = sum_j p[g][i][j] v_j,g  (add_scaled_segments over value row j, in j order)
+template <class T>
+void attention_over_cache(context<cpu>& ctx, view<const T> q, view<const T> k_cache, view<const T> v_cache, index_t keys,
+                          view<const float> mask, index_t heads, float scale, view<T> out) {
+  typename context<cpu>::scope scope(ctx);
+  const index_t B = q.dim(0), Lq = q.dim(1), C = q.dim(2), dh = C / heads, capacity = k_cache.dim(1);
+  const ops::mask_layout m = mask.empty() ? ops::mask_layout{} : ops::mask_layout::of(mask);
+  const int threads = B * heads * Lq * keys * dh >= 16384 ? kernel_threads(B * heads) : 1;
+  const index_t groups = std::min<index_t>(heads, (threads + B - 1) / B), units = B * groups;
+  const index_t group_heads_max = (heads + groups - 1) / groups;
+  // Per thread: the group's queries and outputs (Lq, group heads * dh) and scores (group heads, Lq, keys), floats.
+  const index_t per_thread = 2 * Lq * group_heads_max * dh + group_heads_max * Lq * keys;
+  view<float> all_scratch = ctx.alloc<float>({std::min<index_t>(threads, units), per_thread});
+  parallel_for(units, std::min<index_t>(threads, units), [&](index_t unit, index_t slot) {
+    const index_t b = unit / groups, g = unit % groups;
+    const index_t h0 = heads * g / groups, group_heads = heads * (g + 1) / groups - h0, width = group_heads * dh;
+    float* queries = all_scratch.row(slot);     // (Lq, width)
+    float* outputs = queries + Lq * width;      // (Lq, width)
+    float* scores = outputs + Lq * width;       // (group_heads, Lq, keys)
+    const T* k_rows = k_cache.data() + b * capacity * C + h0 * dh;  // key row j at k_rows + j * C
+    const T* v_rows = v_cache.data() + b * capacity * C + h0 * dh;
+    for (index_t i = 0; i < Lq; ++i) widen_row(q.row(b * Lq + i) + h0 * dh, width, queries + i * width);
+    for (index_t j = 0; j < keys; ++j)
+      for (index_t i = 0; i < Lq; ++i)
+        dot_segments<T>(queries + i * width, k_rows + j * C, group_heads, dh, scores + i * keys + j, Lq * keys);
+    for (index_t h = 0; h < group_heads; ++h)
+      softmax_rows(view<float>(scores + h * Lq * keys, {Lq, keys}), mask, m, b, h0 + h, scale);
+    std::fill_n(outputs, Lq * width, 0.0f);
+    for (index_t j = 0; j < keys; ++j)
+      for (index_t i = 0; i < Lq; ++i)
+        add_scaled_segments<T>(scores + i * keys + j, Lq * keys, v_rows + j * C, group_heads, dh, outputs + i * width);
+    for (index_t i = 0; i < Lq; ++i) narrow_row(outputs + i * width, width, out.row(b * Lq + i) + h0 * dh);
+  });
+}
+
 }  // namespace qformer::cpu_detail

@@ -1,8 +1,8 @@
 #pragma once
 /// \file
-/// CPU row kernels: layer norm, GELU (exact erf), ReLU, residual add, softmax. xsimd for float rows (the
-/// compiler's target: SSE2 in a portable build); GELU and softmax take rows_avx512.hpp's AVX-512 versions where the
-/// CPU has them.
+/// CPU row kernels: layer norm, GELU (exact erf), ReLU, residual add, softmax, and a decoding step's attention
+/// (dot_segments, add_scaled_segments). xsimd for float rows (the compiler's target: SSE2 in a portable build); GELU,
+/// softmax and the attention rows take rows_avx512.hpp's AVX-512 versions where the CPU has them.
 
 #include "../../core/cpu_features.hpp"
 #include "../../core/tensor.hpp"
@@ -145,6 +145,62 @@ inline void softmax_row(float* x, index_t n) {
   const fbatch inv(1.0f / sum);
   for (i = 0; i + simd_width <= n; i += simd_width) (fbatch::load_unaligned(x + i) * inv).store_unaligned(x + i);
   for (; i < n; ++i) x[i] *= 1.0f / sum;
+}
+
+namespace portable {
+
+/// out[s * out_stride] = a[s n, s n + n) · b[s n, s n + n) for s < segments (b: float, bf16 or fp16).
+template <class T>
+void dot_segments(const float* a, const T* b, index_t segments, index_t n, float* out, index_t out_stride) {
+  for (index_t s = 0; s < segments; ++s) {
+    const float* as = a + s * n;
+    const T* bs = b + s * n;
+    float sum = 0.0f;
+    index_t i = 0;
+    if constexpr (std::is_same_v<T, float>) {
+      fbatch acc(0.0f);
+      for (; i + simd_width <= n; i += simd_width) acc = xsimd::fma(fbatch::load_unaligned(as + i), fbatch::load_unaligned(bs + i), acc);
+      sum = xsimd::hadd(acc);
+    }
+    for (; i < n; ++i) sum += as[i] * to_float(bs[i]);
+    out[s * out_stride] = sum;
+  }
+}
+
+/// y[s n, s n + n) += p[s * p_stride] * b[s n, s n + n) for s < segments (b: float, bf16 or fp16).
+template <class T>
+void add_scaled_segments(const float* p, index_t p_stride, const T* b, index_t segments, index_t n, float* y) {
+  for (index_t s = 0; s < segments; ++s) {
+    const float ps = p[s * p_stride];
+    const T* bs = b + s * n;
+    float* ys = y + s * n;
+    index_t i = 0;
+    if constexpr (std::is_same_v<T, float>) {
+      for (; i + simd_width <= n; i += simd_width)
+        xsimd::fma(fbatch(ps), fbatch::load_unaligned(bs + i), fbatch::load_unaligned(ys + i)).store_unaligned(ys + i);
+    }
+    for (; i < n; ++i) ys[i] += ps * to_float(bs[i]);
+  }
+}
+
+}  // namespace portable
+
+/// out[s * out_stride] = a[s n, s n + n) · b[s n, s n + n) for s < segments, in fp32 (b: float, bf16 or fp16).
+template <class T>
+void dot_segments(const float* a, const T* b, index_t segments, index_t n, float* out, index_t out_stride) {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if (use_avx512_rows()) return avx512::dot_segments<T>(a, b, segments, n, out, out_stride);
+#endif
+  portable::dot_segments<T>(a, b, segments, n, out, out_stride);
+}
+
+/// y[s n, s n + n) += p[s * p_stride] * b[s n, s n + n) for s < segments, in fp32 (b: float, bf16 or fp16).
+template <class T>
+void add_scaled_segments(const float* p, index_t p_stride, const T* b, index_t segments, index_t n, float* y) {
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if (use_avx512_rows()) return avx512::add_scaled_segments<T>(p, p_stride, b, segments, n, y);
+#endif
+  portable::add_scaled_segments<T>(p, p_stride, b, segments, n, y);
 }
 
 }  // namespace qformer::cpu_detail

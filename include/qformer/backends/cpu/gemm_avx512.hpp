@@ -58,6 +58,14 @@ QFORMER_TARGET_AVX512 inline float lane_sum(__m512 v) {
   return s;
 }
 
+/// 16 elements of a float, bf16 or fp16 row (masked) as floats (exact).
+template <class T>
+QFORMER_TARGET_AVX512 inline __m512 load_as_floats(const T* p, __mmask16 mask) {
+  if constexpr (std::is_same_v<T, float>) return _mm512_maskz_loadu_ps(mask, p);
+  else if constexpr (std::is_same_v<T, fp16>) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+
 // ---- fp32 ------------------------------------------------------------------------------------------------------
 
 /// Transposes the 16 x 16 matrix held in r (row i in r[i]) in place: unpack pairs, then quadruples, then 128-bit

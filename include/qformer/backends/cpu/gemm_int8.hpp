@@ -97,13 +97,6 @@ inline float dequantize(std::int32_t dot, const int8_weights& w, index_t n, floa
 #ifdef QFORMER_HAVE_AVX512_KERNELS
 namespace avx512 {
 
-/// 16 elements of a float or bf16 row (masked) as floats.
-template <class T>
-QFORMER_TARGET_AVX512 inline __m512 load_as_floats(const T* p, __mmask16 mask) {
-  if constexpr (std::is_same_v<T, float>) return _mm512_maskz_loadu_ps(mask, p);
-  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
-}
-
 /// quantize_rows_u8 16 elements at a time, to the same bytes and scales: max |x| (NaN skipped as std::max skips
 /// it: vmaxps returns its second operand when one is NaN), x * (1 / scale) rounded to nearest even, NaN to 0,
 /// clamped to [-127, 127], offset by 128.

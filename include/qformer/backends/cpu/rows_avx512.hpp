@@ -1,7 +1,8 @@
 #pragma once
 /// \file
-/// AVX-512 versions of the row kernels that cost the most outside the GEMMs: GELU (erf), softmax, and the
-/// bf16 <-> float conversions around every bf16 row op. Compiled with function target attributes like the GEMM
+/// AVX-512 versions of the row kernels that cost the most outside the GEMMs: GELU (erf), softmax, the bf16 <->
+/// float conversions around every bf16 row op, and a decoding step's attention (dot_segments,
+/// add_scaled_segments). Compiled with function target attributes like the GEMM
 /// kernels, so the default (portable) build has them too; elementwise.hpp and backend.hpp call them where
 /// cpu_features says the CPU runs them, the xsimd / scalar code elsewhere.
 ///   exp: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial), 2^n by vscalefps; within
@@ -84,6 +85,39 @@ QFORMER_TARGET_AVX512 inline void softmax_row(float* x, index_t n) {
   for (index_t i = 0; i < n; i += 16) {
     const __mmask16 m = mask_at(i);
     _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+  }
+}
+
+/// out[s * out_stride] = a[s n, s n + n) · b[s n, s n + n) for s < segments: the dot products of a decoding
+/// step's heads (segments) of one query (a, floats) with one cached key row (b: float, bf16 or fp16, widened in
+/// registers).
+template <class T>
+QFORMER_TARGET_AVX512 inline void dot_segments(const float* a, const T* b, index_t segments, index_t n, float* out,
+                                               index_t out_stride) {
+  for (index_t s = 0; s < segments; ++s) {
+    const float* as = a + s * n;
+    const T* bs = b + s * n;
+    __m512 acc = _mm512_setzero_ps();
+    for (index_t i = 0; i < n; i += 16) {
+      const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, as + i), load_as_floats(bs + i, m), acc);
+    }
+    out[s * out_stride] = lane_sum(acc);
+  }
+}
+
+/// y[s n, s n + n) += p[s * p_stride] * b[s n, s n + n) for s < segments: a decoding step's heads (segments) of
+/// one output row (y, floats) gain one cached value row (b: float, bf16 or fp16) times each head's probability.
+template <class T>
+QFORMER_TARGET_AVX512 inline void add_scaled_segments(const float* p, index_t p_stride, const T* b, index_t segments,
+                                                      index_t n, float* y) {
+  for (index_t s = 0; s < segments; ++s) {
+    const __m512 ps = _mm512_set1_ps(p[s * p_stride]);
+    for (index_t i = 0; i < n; i += 16) {
+      const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+      float* ys = y + s * n + i;
+      _mm512_mask_storeu_ps(ys, m, _mm512_fmadd_ps(ps, load_as_floats(b + s * n + i, m), _mm512_maskz_loadu_ps(m, ys)));
+    }
   }
 }
 
