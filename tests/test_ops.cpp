@@ -305,9 +305,11 @@ TEST_CASE_TEMPLATE("decoding-step attention rows: dot_segments and add_scaled_se
   if (host_cpu().has_avx512()) kernels.push_back({"avx512", {cpu_detail::avx512::dot_segments<T>, cpu_detail::avx512::add_scaled_segments<T>}});
 #endif
   const index_t stride = 3;
-  for (const auto& [name, fns] : kernels)
+  for (const auto& kernel : kernels)  // not a structured binding: clang 14 cannot capture one (CAPTURE is a lambda)
     for (index_t n : {1, 15, 16, 17, 80, 100})
       for (index_t segments : {1, 2, 5}) {
+        const char* name = kernel.first;
+        const auto& fns = kernel.second;
         CAPTURE(name);
         CAPTURE(n);
         CAPTURE(segments);

@@ -131,7 +131,7 @@ struct backend<cpu> {
                                    view<const std::int64_t> past_on_device) {
     const index_t bound = keys;
     if (!past_on_device.empty()) keys = static_cast<index_t>(*past_on_device.data()) + 1;  // one query row
-    if (q.dim(1) <= cpu_detail::few_queries)  // decoding steps: every (batch row, head) pair in one team
+    if (q.dim(1) <= cpu_detail::few_queries)  // decoding steps: all batch rows and heads in one team
       return cpu_detail::attention_over_cache<T>(ctx, q, k_cache, v_cache, keys, mask, heads, scale, out);
     for (index_t b = 0; b < q.dim(0); ++b) {
       view<const float> mask_b;
