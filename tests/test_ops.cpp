@@ -116,7 +116,9 @@ TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the 
   // 32, micro-tiles of 12/8/4/2/1 rows of w, or for bf16 on AMX 32 rows then those); depths past one block (256
   // fp32, 2048 bf16, 4096 AMX) accumulate across blocks; odd depths leave bf16 a half pair, depths not a multiple of
   // 32 an AMX tail; more than 128 rows span several AMX row blocks, more than 384 several fp32 ones; more than 32
-  // n-tiles a thread (830, 790 outputs) several fp32 n-blocks; strided x and y.
+  // n-tiles a thread (830, 790 outputs) several fp32 n-blocks; strided x and y. GEMVs of 2-8 rows over rows of w
+  // longer than two pieces of 2560 bytes run the depth in pieces (gemv_depth_piece: 2-18 of them here, the last
+  // one shorter, with a tail under one vector), in groups of 96 rows of w a thread, plus N mod 3 rows alone.
   struct size3 {
     index_t rows, in, out;
   };
@@ -124,7 +126,8 @@ TEST_CASE_TEMPLATE("linear: the AVX-512 kernels and the portable path match the 
                          {6, 40, 17},    {7, 300, 33},    {8, 513, 23},   {16, 31, 25},   {17, 8, 27},   {31, 65, 11},
                          {33, 70, 50},   {47, 129, 37},   {64, 2100, 14}, {70, 1030, 3},  {257, 40, 29}, {300, 2051, 13},
                          {9, 4099, 21},  {5, 64, 32},     {40, 4133, 64}, {150, 101, 96}, {257, 1408, 45},
-                         {400, 300, 830}, {33, 520, 790}, {66, 300, 50},  {100, 600, 40}};
+                         {400, 300, 830}, {33, 520, 790}, {66, 300, 50},  {100, 600, 40},
+                         {8, 2600, 230}, {5, 2600, 101}, {2, 12000, 40},  {3, 1300, 200}, {7, 5000, 97}};
   context<cpu> ctx;
   if (!host_cpu().has_avx512()) MESSAGE("this CPU has no AVX-512: every run takes the portable path");
   if (std::is_same_v<T, bf16> && !host_cpu().has_amx_bf16()) MESSAGE("no AMX here: automatic is the avx512 path");
@@ -195,7 +198,8 @@ TEST_CASE_TEMPLATE("linear_int8: AMX, VNNI and portable give the same numbers, w
   // micro-tiles, panels of 32 and 16, several row blocks past 128). AMX (automatic, where the CPU has the tiles):
   // the GEMV up to 4 rows, then amx::gemm (n-tiles of 32 with short ones past N mod 32, panels of 32 and 16,
   // depth blocks of 512 with sums kept between them past two panels, row blocks past 320); depths around the
-  // 64-element padding. The error of symmetric 8-bit rounding of both
+  // 64-element padding; GEMVs over rows of more than two pieces of 2560 bytes in pieces (5248 bytes: 2, 9024: 3),
+  // in groups of 96 rows of w a thread plus N mod 3 rows alone. The error of symmetric 8-bit rounding of both
   // operands is at most (max|x| sum|w| + max|w| sum|x|) / 254 per output: on uniform data of these depths well
   // under 2 % of the largest output; the bound checked is 3 %.
   struct size3 {
@@ -203,7 +207,7 @@ TEST_CASE_TEMPLATE("linear_int8: AMX, VNNI and portable give the same numbers, w
   };
   const size3 sizes[] = {{1, 1, 1}, {1, 63, 29}, {2, 64, 13}, {3, 65, 40}, {4, 200, 9}, {5, 128, 12}, {6, 1000, 70}, {7, 129, 21},
                          {8, 64, 19}, {8, 2560, 31}, {9, 100, 30}, {33, 70, 50}, {150, 129, 37}, {40, 1000, 64},
-                         {100, 1100, 70}, {700, 200, 33}};
+                         {100, 1100, 70}, {700, 200, 33}, {8, 5200, 230}, {4, 9000, 101}, {2, 5150, 50}};
   context<cpu> ctx;
   for (const size3& s : sizes) {
     CAPTURE(s.rows);
@@ -251,6 +255,30 @@ TEST_CASE_TEMPLATE("linear_int8: AMX, VNNI and portable give the same numbers, w
     }
   }
 }
+
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+TEST_CASE("gemv_depth_piece: one piece for one row of x or short rows, else equal pieces of at least 2560 bytes") {
+  using cpu_detail::avx512::gemv_depth_piece;
+  CHECK(gemv_depth_piece<1>(10240, 2, 32) == 10240);  // one row of x: one sequential stream
+  CHECK(gemv_depth_piece<8>(2559, 2, 32) == 2559);    // under two pieces
+  CHECK(gemv_depth_piece<8>(2560, 2, 32) == 1280);    // bf16 OPT-2.7b: x rows of 2560 B, 20 KiB for 8 rows
+  CHECK(gemv_depth_piece<8>(10240, 2, 32) == 1280);
+  CHECK(gemv_depth_piece<8>(2560, 4, 16) == 640);
+  CHECK(gemv_depth_piece<8>(2560, 1, 64) == 2560);    // int8: 2560 bytes already
+  CHECK(gemv_depth_piece<4>(10240, 1, 64) == 2560);
+  for (const index_t K : {index_t{2600}, index_t{5000}, index_t{12000}})
+    for (const index_t bytes : {index_t{1}, index_t{2}, index_t{4}}) {
+      CAPTURE(K);
+      CAPTURE(bytes);
+      const index_t align = 64 / bytes, piece = gemv_depth_piece<8>(K, bytes, align);
+      const index_t pieces = (K + piece - 1) / piece;
+      CHECK(piece * bytes >= 2560);
+      CHECK((piece == K || piece % align == 0));
+      CHECK(K - (pieces - 1) * piece > 0);  // no empty last piece
+      CHECK(K - (pieces - 1) * piece >= piece - pieces * align);  // nearly equal pieces
+    }
+}
+#endif
 
 TEST_CASE("AVX-512 row kernels: GELU, softmax and bf16 conversions against the scalar definitions") {
 #ifdef QFORMER_HAVE_AVX512_KERNELS

@@ -15,7 +15,8 @@
 ///   blocked_gemm, the older driver (whole n-tiles over a block of x in L2), runs the int8 kernel (AMX: gemm_amx.hpp).
 /// GEMV (M <= gemv_max_rows, the decode step): each w row streamed once against the few x rows, 16 (fp32) or 32
 /// (bf16) elements per load, horizontal sums at the end: bound by memory bandwidth, as it must be. From 2 rows of x
-/// on, each block of weight rows pulls the next one into L2 while it computes (prefetch_next_block).
+/// on, the depth is cut into pieces whose x rows stay in L1 (gemv_depth_piece), and each block of weight rows pulls
+/// the next one into L2 while it computes (prefetch_next_block).
 
 #include "../../core/context.hpp"
 #include "../../core/cpu_features.hpp"
@@ -200,27 +201,77 @@ inline constexpr int gemv_block_rows = MM <= 2 ? 8 : MM <= 6 ? 4 : 3;
 template <int MM>
 inline constexpr int gemv_stream_rows = MM == 1 ? 1 : gemv_block_rows<MM>;
 
-/// The GEMV loop every element type shares: output columns in blocks of gemv_stream_rows<MM> rows of w, blocks
-/// split across threads, the last rows one at a time.
-/// block.template operator()<R>(n0, sums) fills sums (R x MM, of type Sum) for w rows [n0, n0 + R); put(m, n, sum)
-/// stores. Split across threads from gemv_split_weights weights (N x K) on, with at least 8 blocks a thread.
+/// Where one streamed GEMV block reads (gemv_driver): weight rows [n0, n0 + R) over depth [k0, k0 + kc), and where
+/// the block the same thread computes next starts (row next_n, depth next_k; the block itself when none follows),
+/// which it prefetches while it computes.
+struct gemv_piece {
+  index_t n0, k0, kc, next_n, next_k;
+};
+
+/// Bytes of each weight row a streamed GEMV block reads at a time, from 2 rows of x on: the depth is cut into
+/// pieces of at least this many bytes, so that the rows of x a piece reads (8 rows: 20 KiB of bf16 or int8, as
+/// much fp32) stay in L1 beside the weights. At 8 rows of bf16 x over the whole depth of 2560 (40 KiB, more
+/// than Zen 4's 32 KiB L1), the blocks' loads from memory and their dot products did not overlap: 24-25 GB/s
+/// streamed where the plain read ran 36-65 and the same blocks over cached weights 46; in pieces of 2560 bytes,
+/// 33-37 GB/s in the same runs (machine C, 420 MB of weights, 2 threads). Pieces of 2048 bytes were slower
+/// (30 GB/s): each block is then too short for its prefetch of the next to arrive in time.
+inline constexpr index_t gemv_piece_bytes = 2560;
+
+/// The depth of one piece for K elements of `element_bytes` each at MM rows of x: K itself for one row of x (one
+/// sequential stream a thread, which the hardware prefetcher keeps at the read rate) and for rows shorter than two
+/// pieces; else K in equal pieces of at least gemv_piece_bytes, rounded up to `align` elements (the kernel's step).
+template <int MM>
+inline index_t gemv_depth_piece(index_t K, index_t element_bytes, index_t align) {
+  const index_t pieces = MM == 1 ? 1 : std::max<index_t>(1, K * element_bytes / gemv_piece_bytes);
+  if (pieces == 1) return K;
+  return ((K + pieces - 1) / pieces + align - 1) / align * align;
+}
+
+/// Weight rows a thread finishes before it moves on (a multiple of every block height: 1, 2, 3, 4, 8): each
+/// depth piece of these rows in turn, their partial sums (96 x 8) kept on the stack.
+inline constexpr index_t gemv_group_rows = 96;
+
+/// The GEMV loop every element type shares: output columns in blocks of R = gemv_stream_rows<MM> rows of w, the
+/// blocks split across threads in contiguous shares (one stream of weights a thread), the last N mod R rows one
+/// at a time. A thread walks its share in groups of gemv_group_rows rows and, within a group, the depth in pieces
+/// of `piece` (gemv_depth_piece): all the group's blocks over [0, piece), then over [piece, 2 piece), ...,
+/// adding the pieces' sums. block.template operator()<R>(gemv_piece, sums) fills sums (R x MM, of type Sum) for
+/// w rows [n0, n0 + R) over [k0, k0 + kc) and prefetches the next piece; put(m, n, sum) stores. Split across
+/// threads from gemv_split_weights weights (N x K) on, with at least 8 blocks a thread. With one piece, each
+/// block's sums are the whole dot products, as before pieces existed (the same bits).
 template <int MM, class Sum = float, class Block, class Put>
-inline void gemv_driver(index_t N, index_t K, Block&& block, Put&& put) {
+inline void gemv_driver(index_t N, index_t K, index_t piece, Block&& block, Put&& put) {
   constexpr int R = gemv_stream_rows<MM>;
-  const index_t blocks = (N + R - 1) / R;
-  parallel_for(blocks, N * K >= gemv_split_weights ? kernel_threads(blocks / 8 + 1) : 1, [&](index_t blk, index_t) {
-    const index_t n0 = blk * R;
+  constexpr index_t group_blocks = gemv_group_rows / R;
+  static_assert(gemv_group_rows % R == 0);
+  const index_t blocks = N / R;
+  const int threads = N * K >= gemv_split_weights ? kernel_threads(blocks / 8 + 1) : 1;
+  parallel_for(threads, threads, [&](index_t t, index_t) {
+    const index_t b0 = blocks * t / threads, b1 = blocks * (t + 1) / threads;
+    Sum partial[gemv_group_rows * MM];
     Sum sums[R * MM];
-    if (n0 + R <= N) {
-      block.template operator()<R>(n0, sums);
-      for (int r = 0; r < R; ++r)
-        for (int m = 0; m < MM; ++m) put(m, n0 + r, sums[r * MM + m]);
-    } else {
-      for (index_t n = n0; n < N; ++n) {
-        block.template operator()<1>(n, sums);
+    for (index_t g0 = b0; g0 < b1; g0 += group_blocks) {
+      const index_t g1 = std::min(b1, g0 + group_blocks);
+      for (index_t k0 = 0; k0 < K; k0 += piece) {
+        for (index_t b = g0; b < g1; ++b) {
+          gemv_piece at{b * R, k0, std::min(piece, K - k0), b * R, k0};
+          if (b + 1 < g1) at.next_n = (b + 1) * R;  // the next block, same piece
+          else if (k0 + piece < K) at.next_n = g0 * R, at.next_k = k0 + piece;  // the group's first, next piece
+          else if (g1 < b1) at.next_n = g1 * R, at.next_k = 0;  // the next group's first
+          block.template operator()<R>(at, sums);
+          Sum* p = partial + (b - g0) * R * MM;
+          for (int i = 0; i < R * MM; ++i) p[i] = k0 == 0 ? sums[i] : p[i] + sums[i];
+        }
+      }
+      for (index_t b = g0; b < g1; ++b)
+        for (int r = 0; r < R; ++r)
+          for (int m = 0; m < MM; ++m) put(m, b * R + r, partial[(b - g0) * R * MM + r * MM + m]);
+    }
+    if (t == threads - 1)
+      for (index_t n = blocks * R; n < N; ++n) {
+        block.template operator()<1>(gemv_piece{n, 0, K, n, 0}, sums);
         for (int m = 0; m < MM; ++m) put(m, n, sums[m]);
       }
-    }
   });
 }
 
@@ -234,19 +285,16 @@ inline void prefetch_rows(const void* p, index_t row_bytes, index_t ahead) {
   for (int r = 0; r < R; ++r) _mm_prefetch(c + r * row_bytes, _MM_HINT_T0);
 }
 
-/// A streamed GEMV block (gemv_driver: each thread walks its weight rows in order, R rows a block) pulls the next
-/// block into L2 while it computes: at the step that reads byte `row_byte` of each of its R rows (64 bytes a row),
-/// it prefetches R lines of the next block, read as one run of bytes from `block + block_bytes`. A block of R
-/// contiguous rows of K elements takes K * size / 64 steps and so prefetches the whole next block (R rows) by its
-/// end. Without it, at 5-8 rows of x (where a block computes as long as memory takes to deliver it) the loads and
-/// the arithmetic did not overlap: int8 at 8 rows streamed 15.7 GB/s of a 35.1 GB/s read rate on machine C, 34.5
-/// with it (T1: into L2; T0 or NTA 22 GB/s, two blocks ahead no better; a standalone probe over 420 MB).
-/// The last block's next one lies past the weights: prefetching it is harmless, but a pointer formed there would
-/// be undefined behaviour, so the address is computed as an integer.
+/// A streamed GEMV block (gemv_driver) pulls the next block into L2 while it computes: at the step that reads byte
+/// `row_byte` of each of its R rows, it prefetches the same byte of each of the next block's R rows (`next`, rows
+/// `row_bytes` apart), so that by its end the whole next piece has been asked for. Without it, at 5-8 rows of x
+/// (where a block computes about as long as memory takes to deliver it) the loads and the arithmetic did not
+/// overlap: int8 at 8 rows streamed 15.7 GB/s of a 35.1 GB/s read rate on machine C, 34.5 with it (T1: into L2;
+/// T0 or NTA 22 GB/s, two blocks ahead no better; a standalone probe over 420 MB).
 template <int R>
-inline __attribute__((always_inline)) void prefetch_next_block(const void* block, index_t block_bytes, index_t row_byte) {
-  const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(block) + static_cast<std::uintptr_t>(block_bytes + row_byte * R);
-  for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(next + static_cast<std::uintptr_t>(r) * 64), _MM_HINT_T1);
+inline __attribute__((always_inline)) void prefetch_next_block(const void* next, index_t row_bytes, index_t row_byte) {
+  const char* c = static_cast<const char*>(next) + row_byte;
+  for (int r = 0; r < R; ++r) _mm_prefetch(c + r * row_bytes, _MM_HINT_T1);
 }
 
 /// Whether gemv_driver's blocks prefetch the next block (prefetch_next_block) at MM rows of x: from 2 rows on. One
@@ -256,26 +304,28 @@ template <int MM>
 inline constexpr bool gemv_prefetch_next = MM > 1;
 
 /// The prefetch a GEMV block issues at the step that reads byte `row_byte` of its R rows (row_bytes apart, K_bytes
-/// of each read): streamed blocks the next block (prefetch_next_block), blocks over cached weights (a panel GEMM's
-/// tail rows) gemv_prefetch_bytes ahead in their own rows.
+/// of each read): streamed blocks the next block's rows at `next` (prefetch_next_block), blocks over cached weights
+/// (a panel GEMM's tail rows) gemv_prefetch_bytes ahead in their own rows.
 template <int R, bool Streamed>
-inline __attribute__((always_inline)) void gemv_prefetch(const void* w, index_t row_bytes, index_t row_byte, index_t K_bytes) {
-  if constexpr (Streamed) prefetch_next_block<R>(w, R * row_bytes, row_byte);
+inline __attribute__((always_inline)) void gemv_prefetch(const void* w, const void* next, index_t row_bytes, index_t row_byte,
+                                                         index_t K_bytes) {
+  if constexpr (Streamed) prefetch_next_block<R>(next, row_bytes, row_byte);
   else if (R > 1 && row_byte + gemv_prefetch_bytes < K_bytes)
     prefetch_rows<R>(static_cast<const char*>(w) + row_byte, row_bytes, gemv_prefetch_bytes);
 }
 
 /// y rows [0, MM) of columns [n0, n0 + R): R rows of w against MM rows of x, 16 k at a time: up to 4 rows of x
 /// with the x vectors held in registers (as measured best), more with the R weight vectors held instead.
+/// `Streamed`: gemv_driver's blocks, which prefetch the next block's rows at `next` (the same depth range).
 template <int R, int MM, bool Streamed = false>
 QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, const float* w, index_t ldw, index_t K,
-                                                 float* sums /* R x MM */) {
+                                                 float* sums /* R x MM */, const float* next = nullptr) {
   __m512 acc[R][MM];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
   index_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    gemv_prefetch<R, Streamed>(w, ldw * 4, k * 4, K * 4);
+    gemv_prefetch<R, Streamed>(w, next, ldw * 4, k * 4, K * 4);
     if constexpr (MM <= 4) {  // the x vectors held, each weight vector loaded once
       __m512 xv[MM];
       for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_ps(x + m * ldx + k);
@@ -309,7 +359,11 @@ QFORMER_TARGET_AVX512 inline void gemv_f32(const float* x, index_t ldx, const fl
                                            float* y, index_t ldy, index_t M, index_t N, index_t K) {
   dispatch_gemv_rows(M, [&]<int MM>() {
     gemv_driver<MM>(
-        N, K, [&]<int R>(index_t n0, float* sums) { gemv_block_f32<R, MM, gemv_prefetch_next<MM>>(x, ldx, w + n0 * ldw, ldw, K, sums); },
+        N, K, gemv_depth_piece<MM>(K, 4, 16),
+        [&]<int R>(const gemv_piece& at, float* sums) {
+          gemv_block_f32<R, MM, gemv_prefetch_next<MM>>(x + at.k0, ldx, w + at.n0 * ldw + at.k0, ldw, at.kc, sums,
+                                                        w + at.next_n * ldw + at.next_k);
+        },
         [&](index_t m, index_t n, float sum) { y[m * ldy + n] = sum + (b ? b[n] : 0.0f); });
   });
 }
@@ -375,15 +429,16 @@ QFORMER_TARGET_AVX512_BF16 inline void tile_bf16(const std::uint16_t* w, index_t
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + r * (NV * 16) + v * 16, acc[r][v]);
 }
 
+/// gemv_block_f32 for bf16 x and w, 32 k at a time (vdpbf16ps on pairs).
 template <int R, int MM, bool Streamed = false>
 QFORMER_TARGET_AVX512_BF16 inline void gemv_block_bf16(const std::uint16_t* x, index_t ldx, const std::uint16_t* w,
-                                                       index_t ldw, index_t K, float* sums) {
+                                                       index_t ldw, index_t K, float* sums, const std::uint16_t* next = nullptr) {
   __m512 acc[R][MM];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
   index_t k = 0;
   for (; k + 32 <= K; k += 32) {
-    gemv_prefetch<R, Streamed>(w, ldw * 2, k * 2, K * 2);
+    gemv_prefetch<R, Streamed>(w, next, ldw * 2, k * 2, K * 2);
     if constexpr (MM <= 4) {  // as gemv_block_f32
       __m512bh xv[MM];
       for (int m = 0; m < MM; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(x + m * ldx + k);
@@ -419,7 +474,11 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, con
   const auto* w16 = reinterpret_cast<const std::uint16_t*>(w);
   dispatch_gemv_rows(M, [&]<int MM>() {
     gemv_driver<MM>(
-        N, K, [&]<int R>(index_t n0, float* sums) { gemv_block_bf16<R, MM, gemv_prefetch_next<MM>>(x16, ldx, w16 + n0 * ldw, ldw, K, sums); },
+        N, K, gemv_depth_piece<MM>(K, 2, 32),
+        [&]<int R>(const gemv_piece& at, float* sums) {
+          gemv_block_bf16<R, MM, gemv_prefetch_next<MM>>(x16 + at.k0, ldx, w16 + at.n0 * ldw + at.k0, ldw, at.kc, sums,
+                                                         w16 + at.next_n * ldw + at.next_k);
+        },
         [&](index_t m, index_t n, float sum) { y[m * ldy + n] = bf16(sum + (b ? static_cast<float>(b[n]) : 0.0f)); });
   });
 }

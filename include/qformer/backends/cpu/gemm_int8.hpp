@@ -194,15 +194,16 @@ QFORMER_TARGET_AVX512_VNNI inline __m512i dot_u8s8(__m512i acc, __m512i u, __m51
 }
 
 /// Integer dot products of R weight rows with MM quantised x rows, 64 k per step (stride a multiple of 64);
-/// `Streamed`: the weights come from memory in order (gemv_driver), so the block prefetches the next one.
+/// `Streamed`: the weights come from memory (gemv_driver), so the block prefetches the next one's rows at `next`.
 template <int R, int MM, bool Streamed = false>
 QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, index_t ldx, const std::int8_t* w, index_t ldw,
-                                                       index_t stride, std::int32_t* sums /* R x MM */) {
+                                                       index_t stride, std::int32_t* sums /* R x MM */,
+                                                       const std::int8_t* next = nullptr) {
   __m512i acc[R][MM];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_si512();
   for (index_t k = 0; k < stride; k += 64) {
-    gemv_prefetch<R, Streamed>(w, ldw, k, stride);
+    gemv_prefetch<R, Streamed>(w, next, ldw, k, stride);
     if constexpr (MM <= 4) {  // as gemv_block_f32
       __m512i xv[MM];
       for (int m = 0; m < MM; ++m) xv[m] = _mm512_loadu_si512(x + m * ldx + k);
@@ -429,10 +430,13 @@ void linear_int8(context<cpu>& ctx, view<const T> x, const int8_weights& w, cons
   if (use_vnni_kernels()) {
     if (M <= (use_amx_int8_kernels() ? amx_gemv_max_rows : avx512::gemv_max_rows)) {
       avx512::dispatch_gemv_rows(M, [&]<int MM>() {
+        const std::int8_t* values = w.values.data();
         avx512::gemv_driver<MM, std::int32_t>(
-            N, w.stride,
-            [&]<int R>(index_t n0, std::int32_t* dots) {
-              avx512::gemv_block_int8<R, MM, avx512::gemv_prefetch_next<MM>>(q, w.stride, w.values.data() + n0 * w.stride, w.stride, w.stride, dots);
+            N, w.stride, avx512::gemv_depth_piece<MM>(w.stride, 1, 64),
+            [&]<int R>(const avx512::gemv_piece& at, std::int32_t* dots) {
+              avx512::gemv_block_int8<R, MM, avx512::gemv_prefetch_next<MM>>(
+                  q + at.k0, w.stride, values + at.n0 * w.stride + at.k0, w.stride, at.kc, dots,
+                  values + at.next_n * w.stride + at.next_k);
             },
             put);
       });
