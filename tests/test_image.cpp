@@ -87,6 +87,21 @@ std::string jpeg_header(std::uint16_t width, std::uint16_t height, char marker =
   return s;
 }
 
+/// Offset of the `nth` (0-based) segment with marker 0xFF `marker` in a JPEG, skipping entropy-coded data.
+std::size_t jpeg_segment(const std::vector<std::uint8_t>& b, std::uint8_t marker, int nth = 0) {
+  std::size_t i = 2;
+  while (i + 3 < b.size()) {
+    if (b[i] != 0xff || b[i + 1] == 0x00 || b[i + 1] == 0xff || (b[i + 1] >= 0xd0 && b[i + 1] <= 0xd7)) {
+      i += b[i] == 0xff && b[i + 1] != 0xff ? 2 : 1;
+      continue;
+    }
+    if (b[i + 1] == marker && nth-- == 0) return i;
+    i += 2 + ((std::size_t(b[i + 2]) << 8) | b[i + 3]);
+  }
+  FAIL("no segment 0xff " << int(marker));
+  return 0;
+}
+
 rgb_image decode_string(const std::string& bytes, const std::string& name, const decode_options& o = {}) {
   return decode_image(bytes.data(), bytes.size(), name, o);
 }
@@ -241,6 +256,40 @@ TEST_CASE("image decoding: bad files are refused with a load_error naming the fi
                       "Huffman table of 257 codes");
     expect_load_error([&] { return decode_string(dht + jpeg_header(8, 8).substr(2), "ok_dht.jpg"); }, "ok_dht.jpg",
                       "stb_image: ");  // a valid table: stb goes on and finds no scan
+  }
+  SUBCASE("a scan using a table no earlier segment defines (stb 2.27 reads its uninitialised table) is refused") {
+    const auto refused = [&](const std::string& file, std::size_t at, std::uint8_t value, const std::string& needle) {
+      std::vector<std::uint8_t> bytes = read_bytes(pre(file));
+      bytes[at] = value;
+      expect_load_error([&] { return decode_image(std::span<const std::uint8_t>(bytes), "tables.jpg"); },
+                        "tables.jpg", needle);
+    };
+    const std::vector<std::uint8_t> baseline = read_bytes(pre("baseline.jpg"));
+    // SOS: FF DA, length, Ns, then (component id, DC table << 4 | AC table): baseline.jpg defines tables 0 and 1.
+    const std::size_t scan = jpeg_segment(baseline, 0xda);
+    REQUIRE(baseline[scan + 6] == 0x00);
+    refused("baseline.jpg", scan + 6, 0x20, "component 1 uses DC Huffman table 2, which no earlier segment defines");
+    refused("baseline.jpg", scan + 6, 0x03, "component 1 uses AC Huffman table 3");
+    // SOF0: FF C0, length, P, Y, X, Nf, then (id, sampling, quantisation table): tables 0 and 1 are defined.
+    const std::size_t frame = jpeg_segment(baseline, 0xc0);
+    REQUIRE(baseline[frame + 12] == 0x00);
+    refused("baseline.jpg", frame + 12, 0x02, "component 1 uses quantisation table 2");
+    // A table that no segment defines any more: the DHT of DC table 1 turned into a comment segment.
+    const std::size_t dc1_dht = jpeg_segment(baseline, 0xc4, 2);
+    REQUIRE(baseline[dc1_dht + 4] == 0x01);
+    refused("baseline.jpg", dc1_dht + 1, 0xfe, "component 2 uses DC Huffman table 1");
+    // progressive.jpg's first scan (DC of 3 components) names AC table 0 before any AC table exists: a DC scan
+    // does not use it, so the file decodes (the preprocessing cases check its pixels). Its first AC scan with
+    // an AC table that is never defined is refused.
+    const std::vector<std::uint8_t> progressive = read_bytes(pre("progressive.jpg"));
+    const std::size_t dc_scan = jpeg_segment(progressive, 0xda);
+    REQUIRE(progressive[dc_scan + 4] == 3);
+    CHECK((progressive[dc_scan + 6] & 15) == 0);
+    CHECK(decode_image(std::span<const std::uint8_t>(progressive), "progressive.jpg").width == 40);
+    const std::size_t ac_scan = jpeg_segment(progressive, 0xda, 1);
+    REQUIRE(progressive[ac_scan + 4] == 1);
+    REQUIRE(progressive[ac_scan + 7] > 0);  // spectral selection starts after DC
+    refused("progressive.jpg", ac_scan + 6, 0x03, "AC Huffman table 3");
   }
   SUBCASE("corrupt bytes inside a valid header") {
     std::vector<std::uint8_t> bytes = read_bytes(pre("baseline.jpg"));

@@ -23,8 +23,10 @@
 /// JPEG (GIF, BMP, WebP, ...), truncated or corrupt data (with stb's reason), headers claiming more than
 /// `decode_options::max_pixels` pixels (checked on the header, before any pixel memory is allocated), 12-bit,
 /// arithmetic-coded, lossless and hierarchical JPEGs (stb decodes none of them), folders and unreadable paths.
-/// Before stb sees a JPEG its Huffman tables are checked: Debian's stb 2.27 overflows its tables on one of more
-/// than 256 codes. Mutation fuzzing of the test images under ASan found no other memory error; stb still
+/// Before stb sees a JPEG its tables are checked (`detail::jpeg_problem`): Debian's stb 2.27 overflows its
+/// tables on a Huffman table of more than 256 codes, and reads never-initialised memory (then past the end of an
+/// array) when a scan uses a Huffman or quantisation table no segment defines. Mutation fuzzing of the test
+/// images under ASan and UBSan found no other memory error; stb still
 /// performs out-of-range shifts on some corrupt JPEG bit streams once their bits run out (undefined behaviour in
 /// stb 2.27, harmless on x86-64 and AArch64; UBSan's shift check is off for stb's functions, see below).
 
@@ -41,6 +43,12 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_NO_STDIO
+// Zeroed allocations: on corrupt files stb can read memory it allocated and never wrote (the samples of a
+// component that no scan covers, the coefficients of a progressive JPEG cut short); zeroes make that output
+// deterministic instead of whatever the heap held.
+#define STBI_MALLOC(size) calloc(1, size)
+#define STBI_REALLOC(pointer, size) realloc(pointer, size)
+#define STBI_FREE(pointer) free(pointer)
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpragmas"
@@ -127,13 +135,28 @@ inline std::uint32_t be32(const std::uint8_t* p) noexcept {
   return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | p[3];
 }
 
-/// Checks a JPEG's marker segments for what stb_image 2.27 cannot take: kinds of JPEG it does not decode (its
-/// own message for them is lost: its format probe ends in "unknown image type"), and Huffman tables of more than
-/// 256 codes, which overflow its tables (a heap overflow fixed only in later stb versions). Walks every segment
-/// stb could process: resynchronising on 0xFF as stb does, skipping entropy-coded data up to the next marker
-/// that is not a stuffed byte or a restart. Returns what is wrong, or nothing.
+/// Checks a JPEG's marker segments for what stb_image 2.27 cannot take, walking every segment stb could process
+/// (resynchronising on 0xFF as stb does, skipping entropy-coded data up to the next marker that is not a stuffed
+/// byte or a restart). Returns what is wrong, or nothing:
+/// - kinds of JPEG stb does not decode (its own message for them is lost: its format probe ends in "unknown image
+///   type");
+/// - Huffman tables of more than 256 codes, which overflow stb's tables (a heap overflow fixed only in later stb
+///   versions);
+/// - a scan that decodes with a Huffman table, or a component whose quantisation table, no earlier segment
+///   defines: stb would read its never-initialised table (found by fuzzing: with garbage in it, stb's Huffman
+///   decoder reads past the end of `maxcode`). libjpeg refuses these files too, except that it falls back to the
+///   standard Huffman tables of the JPEG specification (motion-JPEG frames carry none); stb has no such fallback.
+/// Where this walk and stb's could part (a marker inside entropy-coded data that stb stops short of), stb stops
+/// with an error before it decodes any later scan, so a table counted as defined here is defined for stb too.
 inline std::string jpeg_problem(const std::uint8_t* p, std::size_t n) {
   const auto at = [&](std::size_t i) -> std::size_t { return i < n ? p[i] : 0; };  // stb reads 0 past the end
+  bool huffman_defined[2][4] = {};  // [0: DC, 1: AC][table id]
+  bool quantisation_defined[4] = {};
+  struct frame_component {
+    std::size_t id, quantisation_table;
+  };
+  std::vector<frame_component> components;  // of the first frame header (stb refuses any later one)
+  bool frame_seen = false, progressive = false;
   std::size_t i = 2;
   while (i < n) {
     while (i < n && p[i] != 0xff) ++i;
@@ -149,16 +172,60 @@ inline std::string jpeg_problem(const std::uint8_t* p, std::size_t n) {
       if (m >= 0xc9) return "arithmetic-coded JPEG is not supported";
       if (m == 0xc5 || m == 0xc6) return "hierarchical JPEG is not supported";
       if (at(i + 2) != 8) return std::to_string(at(i + 2)) + "-bit JPEG is not supported";
+      if (!frame_seen) {  // P, Y, X, Nf, then Nf x (C, H << 4 | V, Tq)
+        frame_seen = true;
+        progressive = m == 0xc2;
+        for (std::size_t c = 0, count = at(i + 7); c < count; ++c)
+          components.push_back({at(i + 8 + 3 * c), at(i + 10 + 3 * c)});
+      }
     }
     if (m == 0xc4) {  // DHT: as stb reads it, table after table while the segment's length lasts
       std::ptrdiff_t left = static_cast<std::ptrdiff_t>(len) - 2;
       std::size_t j = i + 2;
       while (left > 0) {
+        const std::size_t table_class = at(j) >> 4, id = at(j) & 15;
         std::size_t codes = 0;
         for (std::size_t k = 1; k <= 16; ++k) codes += at(j + k);
         if (codes > 256) return "corrupt JPEG: a Huffman table of " + std::to_string(codes) + " codes (at most 256)";
+        if (table_class <= 1 && id <= 3) huffman_defined[table_class][id] = true;  // stb refuses any other
         left -= static_cast<std::ptrdiff_t>(17 + codes);
         j += 17 + codes;
+      }
+    }
+    if (m == 0xdb) {  // DQT: 64 entries of 8 or 16 bits per table
+      std::ptrdiff_t left = static_cast<std::ptrdiff_t>(len) - 2;
+      std::size_t j = i + 2;
+      while (left > 0) {
+        const std::size_t precision = at(j) >> 4, id = at(j) & 15;
+        if (precision > 1) break;                             // stb refuses it
+        if (id <= 3) quantisation_defined[id] = true;
+        const std::size_t bytes = precision == 0 ? 65 : 129;
+        left -= static_cast<std::ptrdiff_t>(bytes);
+        j += bytes;
+      }
+    }
+    if (m == 0xda && frame_seen) {  // SOS: Ns, Ns x (C, Td << 4 | Ta), Ss, Se, Ah << 4 | Al
+      const std::size_t scan_components = at(i + 2);
+      const std::size_t spectral_start = at(i + 3 + 2 * scan_components);
+      const std::size_t approximation_high = at(i + 5 + 2 * scan_components) >> 4;
+      // The tables stb decodes this scan with: sequential scans use both; a progressive DC scan only the DC
+      // table, and its refinement scans none; a progressive AC scan only the AC table.
+      const bool uses_dc = !progressive || (spectral_start == 0 && approximation_high == 0);
+      const bool uses_ac = !progressive || spectral_start > 0;
+      for (std::size_t c = 0; c < scan_components; ++c) {
+        const std::size_t id = at(i + 3 + 2 * c), dc = at(i + 4 + 2 * c) >> 4, ac = at(i + 4 + 2 * c) & 15;
+        const auto component = std::find_if(components.begin(), components.end(),
+                                            [&](const frame_component& f) { return f.id == id; });
+        if (component == components.end() || dc > 3 || ac > 3 || component->quantisation_table > 3)
+          continue;  // stb refuses the scan itself
+        const std::string which = "corrupt JPEG: the scan of component " + std::to_string(id) + " uses ";
+        if (!quantisation_defined[component->quantisation_table])
+          return which + "quantisation table " + std::to_string(component->quantisation_table) +
+                 ", which no earlier segment defines";
+        if (uses_dc && !huffman_defined[0][dc])
+          return which + "DC Huffman table " + std::to_string(dc) + ", which no earlier segment defines";
+        if (uses_ac && !huffman_defined[1][ac])
+          return which + "AC Huffman table " + std::to_string(ac) + ", which no earlier segment defines";
       }
     }
     i += len;
@@ -233,8 +300,9 @@ inline rgb_image decode_image(const void* data, std::size_t size, const std::str
     refuse_size(detail::be32(bytes + 16), detail::be32(bytes + 20));
   if (kind == detail::image_kind::jpeg) {
     const std::string problem = detail::jpeg_problem(bytes, size);
-    if (!problem.empty())
+    if (!problem.empty() && problem.ends_with("not supported"))
       throw load_error(name, problem + " (stb_image decodes 8-bit baseline and progressive Huffman-coded JPEGs)");
+    if (!problem.empty()) throw load_error(name, problem);
   }
   int w = 0, h = 0, channels = 0;
   // The header only: no pixel memory yet.
