@@ -259,18 +259,18 @@ TEST_CASE_TEMPLATE("linear_int8: AMX, VNNI and portable give the same numbers, w
 #ifdef QFORMER_HAVE_AVX512_KERNELS
 TEST_CASE("gemv_depth_piece: one piece for one row of x or short rows, else equal pieces of at least 2560 bytes") {
   using cpu_detail::avx512::gemv_depth_piece;
-  CHECK(gemv_depth_piece<1>(10240, 2, 32) == 10240);  // one row of x: one sequential stream
-  CHECK(gemv_depth_piece<8>(2559, 2, 32) == 2559);    // under two pieces
-  CHECK(gemv_depth_piece<8>(2560, 2, 32) == 1280);    // bf16 OPT-2.7b: x rows of 2560 B, 20 KiB for 8 rows
-  CHECK(gemv_depth_piece<8>(10240, 2, 32) == 1280);
-  CHECK(gemv_depth_piece<8>(2560, 4, 16) == 640);
-  CHECK(gemv_depth_piece<8>(2560, 1, 64) == 2560);    // int8: 2560 bytes already
-  CHECK(gemv_depth_piece<4>(10240, 1, 64) == 2560);
+  CHECK(gemv_depth_piece<1>(10240, 2) == 10240);  // one row of x: one sequential stream
+  CHECK(gemv_depth_piece<8>(2559, 2) == 2559);    // under two pieces
+  CHECK(gemv_depth_piece<8>(2560, 2) == 1280);    // bf16 OPT-2.7b: x rows of 2560 B, 20 KiB for 8 rows
+  CHECK(gemv_depth_piece<8>(10240, 2) == 1280);
+  CHECK(gemv_depth_piece<8>(2560, 4) == 640);
+  CHECK(gemv_depth_piece<8>(2560, 1) == 2560);    // int8: 2560 bytes already
+  CHECK(gemv_depth_piece<4>(10240, 1) == 2560);
   for (const index_t K : {index_t{2600}, index_t{5000}, index_t{12000}})
     for (const index_t bytes : {index_t{1}, index_t{2}, index_t{4}}) {
       CAPTURE(K);
       CAPTURE(bytes);
-      const index_t align = 64 / bytes, piece = gemv_depth_piece<8>(K, bytes, align);
+      const index_t align = 64 / bytes, piece = gemv_depth_piece<8>(K, bytes);
       const index_t pieces = (K + piece - 1) / piece;
       CHECK(piece * bytes >= 2560);
       CHECK((piece == K || piece % align == 0));

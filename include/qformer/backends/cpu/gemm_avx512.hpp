@@ -219,12 +219,14 @@ inline constexpr index_t gemv_piece_bytes = 2560;
 
 /// The depth of one piece for K elements of `element_bytes` each at MM rows of x: K itself for one row of x (one
 /// sequential stream a thread, which the hardware prefetcher keeps at the read rate) and for rows shorter than two
-/// pieces; else K in equal pieces of at least gemv_piece_bytes, rounded up to `align` elements (the kernel's step).
+/// pieces; else K in equal pieces of at least gemv_piece_bytes, rounded up to whole 64-byte vectors of weights
+/// (every GEMV kernel's step: 16 fp32, 32 bf16 or 64 int8 elements).
 template <int MM>
-inline index_t gemv_depth_piece(index_t K, index_t element_bytes, index_t align) {
+inline index_t gemv_depth_piece(index_t K, index_t element_bytes) {
   const index_t pieces = MM == 1 ? 1 : std::max<index_t>(1, K * element_bytes / gemv_piece_bytes);
   if (pieces == 1) return K;
-  return ((K + pieces - 1) / pieces + align - 1) / align * align;
+  const index_t step = 64 / element_bytes;
+  return ((K + pieces - 1) / pieces + step - 1) / step * step;
 }
 
 /// Weight rows a thread finishes before it moves on (a multiple of every block height: 1, 2, 3, 4, 8): each
@@ -359,7 +361,7 @@ QFORMER_TARGET_AVX512 inline void gemv_f32(const float* x, index_t ldx, const fl
                                            float* y, index_t ldy, index_t M, index_t N, index_t K) {
   dispatch_gemv_rows(M, [&]<int MM>() {
     gemv_driver<MM>(
-        N, K, gemv_depth_piece<MM>(K, 4, 16),
+        N, K, gemv_depth_piece<MM>(K, 4),
         [&]<int R>(const gemv_piece& at, float* sums) {
           gemv_block_f32<R, MM, gemv_prefetch_next<MM>>(x + at.k0, ldx, w + at.n0 * ldw + at.k0, ldw, at.kc, sums,
                                                         w + at.next_n * ldw + at.next_k);
@@ -474,7 +476,7 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, con
   const auto* w16 = reinterpret_cast<const std::uint16_t*>(w);
   dispatch_gemv_rows(M, [&]<int MM>() {
     gemv_driver<MM>(
-        N, K, gemv_depth_piece<MM>(K, 2, 32),
+        N, K, gemv_depth_piece<MM>(K, 2),
         [&]<int R>(const gemv_piece& at, float* sums) {
           gemv_block_bf16<R, MM, gemv_prefetch_next<MM>>(x16 + at.k0, ldx, w16 + at.n0 * ldw + at.k0, ldw, at.kc, sums,
                                                          w16 + at.next_n * ldw + at.next_k);

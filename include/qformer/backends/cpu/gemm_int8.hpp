@@ -432,7 +432,7 @@ void linear_int8(context<cpu>& ctx, view<const T> x, const int8_weights& w, cons
       avx512::dispatch_gemv_rows(M, [&]<int MM>() {
         const std::int8_t* values = w.values.data();
         avx512::gemv_driver<MM, std::int32_t>(
-            N, w.stride, avx512::gemv_depth_piece<MM>(w.stride, 1, 64),
+            N, w.stride, avx512::gemv_depth_piece<MM>(w.stride, 1),
             [&]<int R>(const avx512::gemv_piece& at, std::int32_t* dots) {
               avx512::gemv_block_int8<R, MM, avx512::gemv_prefetch_next<MM>>(
                   q + at.k0, w.stride, values + at.n0 * w.stride + at.k0, w.stride, at.kc, dots,
