@@ -168,13 +168,25 @@ QFORMER_TARGET_AVX512 bool quantize_weight_row(const T* row, index_t in, std::in
   return true;
 }
 
-/// The sum of v's 16 int32 lanes.
-QFORMER_TARGET_AVX512 inline std::int32_t lane_sum_i32(__m512i v) {
-  alignas(64) std::int32_t lanes[16];
-  _mm512_store_si512(lanes, v);
-  std::int32_t s = 0;
-  for (std::int32_t l : lanes) s += l;
-  return s;
+/// The lane sums of a, b, c and d as the 4 lanes of one vector (as lane_sums4 for floats).
+QFORMER_TARGET_AVX512 inline __m128i lane_sums4_i32(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  const __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+  const __m256i halves = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(halves), _mm256_extracti128_si256(halves, 1));
+}
+
+/// out[m] = the lane sum of v[m], m < MM.
+template <int MM>
+QFORMER_TARGET_AVX512 inline void store_lane_sums(const __m512i* v, std::int32_t* out) {
+  for (int m = 0; m < MM; m += 4) {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m128i sums = lane_sums4_i32(v[m], m + 1 < MM ? v[m + 1] : zero, m + 2 < MM ? v[m + 2] : zero,
+                                    m + 3 < MM ? v[m + 3] : zero);
+    const int count = MM - m < 4 ? MM - m : 4;
+    _mm_mask_storeu_epi32(out + m, static_cast<__mmask8>((1u << count) - 1u), sums);
+  }
 }
 
 /// acc + the dot products of u's unsigned and w's signed bytes in groups of 4 (vpdpbusd). GCC 12 does not keep
@@ -220,8 +232,7 @@ QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, in
       }
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MM; ++m) sums[r * MM + m] = lane_sum_i32(acc[r][m]);
+  for (int r = 0; r < R; ++r) store_lane_sums<MM>(acc[r], sums + r * MM);
 }
 
 /// One x panel of quads: dst[k4 * width + j] = x[j][4 k4 .. 4 k4 + 3] (rows past `rows`: 128, i.e. zero).
