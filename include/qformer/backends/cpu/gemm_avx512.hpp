@@ -62,29 +62,35 @@ QFORMER_TARGET_AVX512 inline float lane_sum(__m512 v) {
 /// The lane sums of a, b, c and d as the 4 lanes of one vector. Within each 128-bit quarter the unpacks and adds
 /// leave the 4 vectors' partial sums side by side; the quarters are then added: 13 instructions, where lane_sum
 /// stores a vector and adds its 16 lanes one by one (at 8 rows of x that was a quarter of a GEMV block's
-/// instructions).
+/// instructions). Written with __builtin_shufflevector, which compiles to the same vunpck / vextract
+/// instructions: GCC 12's own _mm512_unpack* and _mm512_extract* intrinsics trip -Wuninitialized inside its header.
 QFORMER_TARGET_AVX512 inline __m128 lane_sums4(__m512 a, __m512 b, __m512 c, __m512 d) {
   // per quarter: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] and the same for c, d
-  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 ab = __builtin_shufflevector(a, b, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
+                    __builtin_shufflevector(a, b, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
+  const __m512 cd = __builtin_shufflevector(c, d, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
+                    __builtin_shufflevector(c, d, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
   // per quarter: [a, b, c, d]
-  const __m512 abcd = _mm512_add_ps(
-      _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
-      _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
-  const __m256 halves = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
-  return _mm_add_ps(_mm256_castps256_ps128(halves), _mm256_extractf128_ps(halves, 1));
+  const __m512 abcd = __builtin_shufflevector(ab, cd, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+                      __builtin_shufflevector(ab, cd, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  const __m256 halves = __builtin_shufflevector(abcd, abcd, 0, 1, 2, 3, 4, 5, 6, 7) +
+                        __builtin_shufflevector(abcd, abcd, 8, 9, 10, 11, 12, 13, 14, 15);
+  return __builtin_shufflevector(halves, halves, 0, 1, 2, 3) + __builtin_shufflevector(halves, halves, 4, 5, 6, 7);
 }
 
-/// out[m] = the lane sum of v[m], m < MM (lane_sums4, 4 vectors at a time).
-template <int MM>
-QFORMER_TARGET_AVX512 inline void store_lane_sums(const __m512* v, float* out) {
-  for (int m = 0; m < MM; m += 4) {
-    const __m512 zero = _mm512_setzero_ps();
-    const __m128 sums = lane_sums4(v[m], m + 1 < MM ? v[m + 1] : zero, m + 2 < MM ? v[m + 2] : zero,
-                                  m + 3 < MM ? v[m + 3] : zero);
-    const int count = MM - m < 4 ? MM - m : 4;
-    _mm_mask_storeu_ps(out + m, static_cast<__mmask8>((1u << count) - 1u), sums);
-  }
+/// A GEMV block's R x MM accumulators added to its sums: out[m * ld + r] += the lane sum of acc[r][m] (lane_sums4,
+/// 4 weight rows at a time), so that each row of x gets its outputs side by side.
+template <int R, int MM>
+QFORMER_TARGET_AVX512 inline void add_lane_sums(const __m512 (&acc)[R][MM], float* out, index_t ld) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int m = 0; m < MM; ++m)
+    for (int r = 0; r < R; r += 4) {
+      const __m128 sums = lane_sums4(acc[r][m], r + 1 < R ? acc[r + 1][m] : zero, r + 2 < R ? acc[r + 2][m] : zero,
+                                     r + 3 < R ? acc[r + 3][m] : zero);
+      const __mmask8 mask = static_cast<__mmask8>((1u << (R - r < 4 ? R - r : 4)) - 1u);
+      float* at = out + m * ld + r;
+      _mm_mask_storeu_ps(at, mask, _mm_add_ps(_mm_maskz_loadu_ps(mask, at), sums));
+    }
 }
 
 /// 16 elements of a float, bf16 or fp16 row (masked) as floats (exact).
@@ -258,17 +264,18 @@ inline index_t gemv_depth_piece(index_t K, index_t element_bytes) {
 }
 
 /// Weight rows a thread finishes before it moves on (a multiple of every block height: 1, 2, 3, 4, 8): each
-/// depth piece of these rows in turn, their partial sums (96 x 8) kept on the stack.
+/// depth piece of these rows in turn, their partial sums (8 x 96) kept on the stack.
 inline constexpr index_t gemv_group_rows = 96;
 
 /// The GEMV loop every element type shares: output columns in blocks of R = gemv_stream_rows<MM> rows of w, the
 /// blocks split across threads in contiguous shares (one stream of weights a thread), the last N mod R rows one
 /// at a time. A thread walks its share in groups of gemv_group_rows rows and, within a group, the depth in pieces
 /// of `piece` (gemv_depth_piece): all the group's blocks over [0, piece), then over [piece, 2 piece), ...,
-/// adding the pieces' sums. block.template operator()<R>(gemv_piece, sums) fills sums (R x MM, of type Sum) for
-/// w rows [n0, n0 + R) over [k0, k0 + kc) and prefetches the next piece; put(m, n, sum) stores. Split across
-/// threads from gemv_split_weights weights (N x K) on, with at least 8 blocks a thread. With one piece, each
-/// block's sums are the whole dot products, as before pieces existed (the same bits).
+/// adding the pieces' sums. block.template operator()<R>(gemv_piece, sums, ld) adds the dot products of w rows
+/// [n0, n0 + R) over [k0, k0 + kc) to sums[m * ld + r] (of type Sum) and prefetches the next piece;
+/// put(n0, count, sums, ld) stores outputs [n0, n0 + count) of every row m of x from sums[m * ld + i]. Split across
+/// threads from gemv_split_weights weights (N x K) on, with at least 8 blocks a thread. The sums of a group lie
+/// one row of x after the other (MM x 96), so that put reads each row's outputs side by side, 16 at a time.
 template <int MM, class Sum = float, class Block, class Put>
 inline void gemv_driver(index_t N, index_t K, index_t piece, Block&& block, Put&& put) {
   constexpr int R = gemv_stream_rows<MM>;
@@ -278,29 +285,26 @@ inline void gemv_driver(index_t N, index_t K, index_t piece, Block&& block, Put&
   const int threads = N * K >= gemv_split_weights ? kernel_threads(blocks / 8 + 1) : 1;
   parallel_for(threads, threads, [&](index_t t, index_t) {
     const index_t b0 = blocks * t / threads, b1 = blocks * (t + 1) / threads;
-    Sum partial[gemv_group_rows * MM];
-    Sum sums[R * MM];
+    Sum sums[MM * gemv_group_rows];  // the group's outputs, one row of x after the other
     for (index_t g0 = b0; g0 < b1; g0 += group_blocks) {
       const index_t g1 = std::min(b1, g0 + group_blocks);
+      std::fill(sums, sums + MM * gemv_group_rows, Sum(0));
       for (index_t k0 = 0; k0 < K; k0 += piece) {
         for (index_t b = g0; b < g1; ++b) {
           gemv_piece at{b * R, k0, std::min(piece, K - k0), b * R, k0};
           if (b + 1 < g1) at.next_n = (b + 1) * R;  // the next block, same piece
           else if (k0 + piece < K) at.next_n = g0 * R, at.next_k = k0 + piece;  // the group's first, next piece
           else if (g1 < b1) at.next_n = g1 * R, at.next_k = 0;  // the next group's first
-          block.template operator()<R>(at, sums);
-          Sum* p = partial + (b - g0) * R * MM;
-          for (int i = 0; i < R * MM; ++i) p[i] = k0 == 0 ? sums[i] : p[i] + sums[i];
+          block.template operator()<R>(at, sums + (b - g0) * R, gemv_group_rows);
         }
       }
-      for (index_t b = g0; b < g1; ++b)
-        for (int r = 0; r < R; ++r)
-          for (int m = 0; m < MM; ++m) put(m, b * R + r, partial[(b - g0) * R * MM + r * MM + m]);
+      put(g0 * R, (g1 - g0) * R, static_cast<const Sum*>(sums), gemv_group_rows);
     }
     if (t == threads - 1)
       for (index_t n = blocks * R; n < N; ++n) {
-        block.template operator()<1>(gemv_piece{n, 0, K, n, 0}, sums);
-        for (int m = 0; m < MM; ++m) put(m, n, sums[m]);
+        std::fill(sums, sums + MM, Sum(0));
+        block.template operator()<1>(gemv_piece{n, 0, K, n, 0}, sums, 1);
+        put(n, 1, static_cast<const Sum*>(sums), 1);
       }
   });
 }
@@ -349,7 +353,8 @@ inline __attribute__((always_inline)) void gemv_prefetch(const void* w, const vo
 /// `Streamed`: gemv_driver's blocks, which prefetch the next block's rows at `next` (the same depth range).
 template <int R, int MM, bool Streamed = false>
 QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, const float* w, index_t ldw, index_t K,
-                                                 float* sums /* R x MM */, const float* next = nullptr) {
+                                                 float* sums /* += [m * ld + r] */, index_t ld,
+                                                 const float* next = nullptr) {
   __m512 acc[R][MM];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
@@ -381,7 +386,18 @@ QFORMER_TARGET_AVX512 inline void gemv_block_f32(const float* x, index_t ldx, co
       for (int r = 0; r < R; ++r) acc[r][m] = _mm512_fmadd_ps(wv[r], xv, acc[r][m]);
     }
   }
-  for (int r = 0; r < R; ++r) store_lane_sums<MM>(acc[r], sums + r * MM);
+  add_lane_sums<R, MM>(acc, sums, ld);
+}
+
+/// y[m][n0, n0 + count) = sums[m * ld + i] + b[n0 + i], i < count, for the M rows of x, 16 outputs at a time.
+QFORMER_TARGET_AVX512 inline void store_gemv_outputs(index_t M, index_t n0, index_t count, const float* sums,
+                                                     index_t ld, const float* b, float* y, index_t ldy) {
+  for (index_t i = 0; i < count; i += 16) {
+    const __mmask16 mask = static_cast<__mmask16>(count - i >= 16 ? 0xffffu : (1u << (count - i)) - 1u);
+    const __m512 bias = b ? _mm512_maskz_loadu_ps(mask, b + n0 + i) : _mm512_setzero_ps();
+    for (index_t m = 0; m < M; ++m)
+      _mm512_mask_storeu_ps(y + m * ldy + n0 + i, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, sums + m * ld + i), bias));
+  }
 }
 
 QFORMER_TARGET_AVX512 inline void gemv_f32(const float* x, index_t ldx, const float* w, index_t ldw, const float* b,
@@ -389,11 +405,13 @@ QFORMER_TARGET_AVX512 inline void gemv_f32(const float* x, index_t ldx, const fl
   dispatch_gemv_rows(M, [&]<int MM>() {
     gemv_driver<MM>(
         N, K, gemv_depth_piece<MM>(K, 4),
-        [&]<int R>(const gemv_piece& at, float* sums) {
+        [&]<int R>(const gemv_piece& at, float* sums, index_t ld) {
           gemv_block_f32<R, MM, gemv_prefetch_next<MM>>(x + at.k0, ldx, w + at.n0 * ldw + at.k0, ldw, at.kc, sums,
-                                                        w + at.next_n * ldw + at.next_k);
+                                                        ld, w + at.next_n * ldw + at.next_k);
         },
-        [&](index_t m, index_t n, float sum) { y[m * ldy + n] = sum + (b ? b[n] : 0.0f); });
+        [&](index_t n0, index_t count, const float* sums, index_t ld) {
+          store_gemv_outputs(MM, n0, count, sums, ld, b, y, ldy);
+        });
   });
 }
 
@@ -461,7 +479,8 @@ QFORMER_TARGET_AVX512_BF16 inline void tile_bf16(const std::uint16_t* w, index_t
 /// gemv_block_f32 for bf16 x and w, 32 k at a time (vdpbf16ps on pairs).
 template <int R, int MM, bool Streamed = false>
 QFORMER_TARGET_AVX512_BF16 inline void gemv_block_bf16(const std::uint16_t* x, index_t ldx, const std::uint16_t* w,
-                                                       index_t ldw, index_t K, float* sums, const std::uint16_t* next = nullptr) {
+                                                       index_t ldw, index_t K, float* sums /* += [m * ld + r] */,
+                                                       index_t ld, const std::uint16_t* next = nullptr) {
   __m512 acc[R][MM];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
@@ -493,7 +512,20 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_block_bf16(const std::uint16_t* x, i
       for (int r = 0; r < R; ++r) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], wv[r], xv);
     }
   }
-  for (int r = 0; r < R; ++r) store_lane_sums<MM>(acc[r], sums + r * MM);
+  add_lane_sums<R, MM>(acc, sums, ld);
+}
+
+/// store_gemv_outputs for bf16 outputs, rounded to nearest even (vcvtneps2bf16, as bf16(float)).
+QFORMER_TARGET_AVX512_BF16 inline void store_gemv_outputs(index_t M, index_t n0, index_t count, const float* sums,
+                                                          index_t ld, const bf16* b, bf16* y, index_t ldy) {
+  for (index_t i = 0; i < count; i += 16) {
+    const __mmask16 mask = static_cast<__mmask16>(count - i >= 16 ? 0xffffu : (1u << (count - i)) - 1u);
+    const __m512 bias = b ? load_as_floats(b + n0 + i, mask) : _mm512_setzero_ps();
+    for (index_t m = 0; m < M; ++m) {
+      const __m512 out = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, sums + m * ld + i), bias);
+      _mm256_mask_storeu_epi16(y + m * ldy + n0 + i, mask, (__m256i)_mm512_cvtneps_pbh(out));
+    }
+  }
 }
 
 QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, const bf16* w, index_t ldw, const bf16* b,
@@ -503,11 +535,13 @@ QFORMER_TARGET_AVX512_BF16 inline void gemv_bf16(const bf16* x, index_t ldx, con
   dispatch_gemv_rows(M, [&]<int MM>() {
     gemv_driver<MM>(
         N, K, gemv_depth_piece<MM>(K, 2),
-        [&]<int R>(const gemv_piece& at, float* sums) {
+        [&]<int R>(const gemv_piece& at, float* sums, index_t ld) {
           gemv_block_bf16<R, MM, gemv_prefetch_next<MM>>(x16 + at.k0, ldx, w16 + at.n0 * ldw + at.k0, ldw, at.kc, sums,
-                                                         w16 + at.next_n * ldw + at.next_k);
+                                                         ld, w16 + at.next_n * ldw + at.next_k);
         },
-        [&](index_t m, index_t n, float sum) { y[m * ldy + n] = bf16(sum + (b ? static_cast<float>(b[n]) : 0.0f)); });
+        [&](index_t n0, index_t count, const float* sums, index_t ld) {
+          store_gemv_outputs(MM, n0, count, sums, ld, b, y, ldy);
+        });
   });
 }
 
@@ -720,22 +754,14 @@ void panel_gemm(const Kernel& kernel, const panel_gemm_plan<Kernel>& plan, typen
 }
 
 /// The GEMV of a panel GEMM's last few rows (1 to 4) over one block of weights: block.template operator()<R,
-/// MM>(n, out) fills out (R x MM) for w rows [n, n + R) of the block; the sums are added to sums (rows, count).
+/// MM>(n, sums + n, count) adds the dot products of w rows [n, n + R) of the block to sums (rows, count).
 template <class Block>
 inline void gemv_tail(index_t rows, index_t count, float* sums, Block&& block) {
   dispatch_gemv_rows(rows, [&]<int MM>() {
     constexpr int R = gemv_block_rows<MM>;
-    float out[R * MM];
     index_t n = 0;
-    for (; n + R <= count; n += R) {
-      block.template operator()<R, MM>(n, out);
-      for (int r = 0; r < R; ++r)
-        for (int m = 0; m < MM; ++m) sums[m * count + n + r] += out[r * MM + m];
-    }
-    for (; n < count; ++n) {
-      block.template operator()<1, MM>(n, out);
-      for (int m = 0; m < MM; ++m) sums[m * count + n] += out[m];
-    }
+    for (; n + R <= count; n += R) block.template operator()<R, MM>(n, sums + n, count);
+    for (; n < count; ++n) block.template operator()<1, MM>(n, sums + n, count);
   });
 }
 
@@ -775,8 +801,8 @@ struct gemm_f32_kernel {
     }
   }
   void gemv(index_t m0, index_t rows, index_t n0, index_t count, index_t k0, index_t kc, float* sums) const {
-    gemv_tail(rows, count, sums, [&]<int R, int MM>(index_t n, float* block) {
-      gemv_block_f32<R, MM>(x + m0 * ldx + k0, ldx, w + (n0 + n) * ldw + k0, ldw, kc, block);
+    gemv_tail(rows, count, sums, [&]<int R, int MM>(index_t n, float* block, index_t ld) {
+      gemv_block_f32<R, MM>(x + m0 * ldx + k0, ldx, w + (n0 + n) * ldw + k0, ldw, kc, block, ld);
     });
   }
   void emit_rows(index_t m0, index_t rows, index_t n0, index_t count, const float* sums) const {
@@ -850,8 +876,8 @@ struct gemm_bf16_kernel : bf16_operands {
     });
   }
   void gemv(index_t m0, index_t rows, index_t n0, index_t count, index_t k0, index_t kc, float* sums) const {
-    gemv_tail(rows, count, sums, [&]<int R, int MM>(index_t n, float* block) {
-      gemv_block_bf16<R, MM>(x + m0 * ldx + k0, ldx, w + (n0 + n) * ldw + k0, ldw, kc, block);
+    gemv_tail(rows, count, sums, [&]<int R, int MM>(index_t n, float* block, index_t ld) {
+      gemv_block_bf16<R, MM>(x + m0 * ldx + k0, ldx, w + (n0 + n) * ldw + k0, ldw, kc, block, ld);
     });
   }
   void emit_rows(index_t m0, index_t rows, index_t n0, index_t count, const float* sums) const {

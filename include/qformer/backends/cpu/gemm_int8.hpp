@@ -169,24 +169,34 @@ QFORMER_TARGET_AVX512 bool quantize_weight_row(const T* row, index_t in, std::in
 }
 
 /// The lane sums of a, b, c and d as the 4 lanes of one vector (as lane_sums4 for floats).
-QFORMER_TARGET_AVX512 inline __m128i lane_sums4_i32(__m512i a, __m512i b, __m512i c, __m512i d) {
-  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
-  const __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
-  const __m256i halves = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
-  return _mm_add_epi32(_mm256_castsi256_si128(halves), _mm256_extracti128_si256(halves, 1));
+QFORMER_TARGET_AVX512 inline __m128i lane_sums4_i32(__m512i a512, __m512i b512, __m512i c512, __m512i d512) {
+  using v16si = std::int32_t __attribute__((vector_size(64)));
+  const auto a = reinterpret_cast<v16si>(a512), b = reinterpret_cast<v16si>(b512);
+  const auto c = reinterpret_cast<v16si>(c512), d = reinterpret_cast<v16si>(d512);
+  const v16si ab = __builtin_shufflevector(a, b, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
+                   __builtin_shufflevector(a, b, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
+  const v16si cd = __builtin_shufflevector(c, d, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
+                   __builtin_shufflevector(c, d, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
+  const v16si abcd = __builtin_shufflevector(ab, cd, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+                     __builtin_shufflevector(ab, cd, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  const auto halves = __builtin_shufflevector(abcd, abcd, 0, 1, 2, 3, 4, 5, 6, 7) +
+                      __builtin_shufflevector(abcd, abcd, 8, 9, 10, 11, 12, 13, 14, 15);
+  return reinterpret_cast<__m128i>(__builtin_shufflevector(halves, halves, 0, 1, 2, 3) +
+                                   __builtin_shufflevector(halves, halves, 4, 5, 6, 7));
 }
 
-/// out[m] = the lane sum of v[m], m < MM.
-template <int MM>
-QFORMER_TARGET_AVX512 inline void store_lane_sums(const __m512i* v, std::int32_t* out) {
-  for (int m = 0; m < MM; m += 4) {
-    const __m512i zero = _mm512_setzero_si512();
-    const __m128i sums = lane_sums4_i32(v[m], m + 1 < MM ? v[m + 1] : zero, m + 2 < MM ? v[m + 2] : zero,
-                                    m + 3 < MM ? v[m + 3] : zero);
-    const int count = MM - m < 4 ? MM - m : 4;
-    _mm_mask_storeu_epi32(out + m, static_cast<__mmask8>((1u << count) - 1u), sums);
-  }
+/// add_lane_sums for int32 accumulators: out[m * ld + r] += the lane sum of acc[r][m].
+template <int R, int MM>
+QFORMER_TARGET_AVX512 inline void add_lane_sums(const __m512i (&acc)[R][MM], std::int32_t* out, index_t ld) {
+  const __m512i zero = _mm512_setzero_si512();
+  for (int m = 0; m < MM; ++m)
+    for (int r = 0; r < R; r += 4) {
+      const __m128i sums = lane_sums4_i32(acc[r][m], r + 1 < R ? acc[r + 1][m] : zero, r + 2 < R ? acc[r + 2][m] : zero,
+                                          r + 3 < R ? acc[r + 3][m] : zero);
+      const __mmask8 mask = static_cast<__mmask8>((1u << (R - r < 4 ? R - r : 4)) - 1u);
+      std::int32_t* at = out + m * ld + r;
+      _mm_mask_storeu_epi32(at, mask, _mm_add_epi32(_mm_maskz_loadu_epi32(mask, at), sums));
+    }
 }
 
 /// acc + the dot products of u's unsigned and w's signed bytes in groups of 4 (vpdpbusd). GCC 12 does not keep
@@ -209,8 +219,8 @@ QFORMER_TARGET_AVX512_VNNI inline __m512i dot_u8s8(__m512i acc, __m512i u, __m51
 /// `Streamed`: the weights come from memory (gemv_driver), so the block prefetches the next one's rows at `next`.
 template <int R, int MM, bool Streamed = false>
 QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, index_t ldx, const std::int8_t* w, index_t ldw,
-                                                       index_t stride, std::int32_t* sums /* R x MM */,
-                                                       const std::int8_t* next = nullptr) {
+                                                       index_t stride, std::int32_t* sums /* += [m * ld + r] */,
+                                                       index_t ld, const std::int8_t* next = nullptr) {
   __m512i acc[R][MM];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_si512();
@@ -232,7 +242,64 @@ QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, in
       }
     }
   }
-  for (int r = 0; r < R; ++r) store_lane_sums<MM>(acc[r], sums + r * MM);
+  add_lane_sums<R, MM>(acc, sums, ld);
+}
+
+/// The float outputs y[m][n0 + i] = dequantize(dots[m * ld + i], w, n0 + i, x_scale[m], b[n0 + i]), i < count, 16
+/// at a time, rounded as dequantize() rounds (the product is not fused into the add: _mm512_mul_round_ps is not
+/// contracted), passed to store(m, i, values, mask).
+template <class T, class Store>
+QFORMER_TARGET_AVX512 inline void for_dequantized(index_t M, index_t n0, index_t count, const std::int32_t* dots,
+                                                  index_t ld, const int8_weights& w, const float* x_scale, const T* b,
+                                                  Store&& store) {
+  for (index_t i = 0; i < count; i += 16) {
+    const __mmask16 mask = static_cast<__mmask16>(count - i >= 16 ? 0xffffu : (1u << (count - i)) - 1u);
+    const index_t n = n0 + i;
+    const __m512i offset = _mm512_maskz_loadu_epi32(mask, w.offset.data() + n);
+    const __m512 w_scale = _mm512_maskz_loadu_ps(mask, w.scale.data() + n);
+    const __m512 bias = b ? load_as_floats(b + n, mask) : _mm512_setzero_ps();
+    for (index_t m = 0; m < M; ++m) {
+      const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(mask, dots + m * ld + i), offset));
+      const __m512 scale = _mm512_mul_round_ps(_mm512_set1_ps(x_scale[m]), w_scale, _MM_FROUND_CUR_DIRECTION);
+      store(m, i, _mm512_add_ps(_mm512_mul_round_ps(dot, scale, _MM_FROUND_CUR_DIRECTION), bias), mask);
+    }
+  }
+}
+
+/// y[m][n0, n0 + count) = the dequantised dots rounded to bf16 (vcvtneps2bf16: nearest even, as bf16(float)).
+QFORMER_TARGET_AVX512_BF16 inline void store_dequantized_bf16(index_t M, index_t n0, index_t count,
+                                                              const std::int32_t* dots, index_t ld,
+                                                              const int8_weights& w, const float* x_scale,
+                                                              const bf16* b, bf16* y, index_t ldy) {
+  for_dequantized(M, n0, count, dots, ld, w, x_scale, b, [&](index_t m, index_t i, __m512 v, __mmask16 mask)
+                                                             QFORMER_TARGET_AVX512_BF16 {
+    _mm256_mask_storeu_epi16(y + m * ldy + n0 + i, mask, (__m256i)_mm512_cvtneps_pbh(v));
+  });
+}
+
+/// The GEMV's int8 outputs stored (gemv_driver's put): y[m][n0, n0 + count) dequantised from dots[m * ld + i] (float
+/// outputs stored as they are; bf16 rounded to nearest even: vcvtneps2bf16 where the CPU has avx512_bf16, which
+/// rounds as bf16(float), else one by one).
+template <class T>
+QFORMER_TARGET_AVX512 inline void store_dequantized(index_t M, index_t n0, index_t count, const std::int32_t* dots,
+                                                    index_t ld, const int8_weights& w, const float* x_scale, const T* b,
+                                                    T* y, index_t ldy) {
+  if constexpr (std::is_same_v<T, float>) {
+    for_dequantized(M, n0, count, dots, ld, w, x_scale, b, [&](index_t m, index_t i, __m512 v, __mmask16 mask)
+                                                               QFORMER_TARGET_AVX512 {
+      _mm512_mask_storeu_ps(y + m * ldy + n0 + i, mask, v);
+    });
+  } else {
+    if constexpr (std::is_same_v<T, bf16>)
+      if (host_cpu().has_avx512_bf16()) return store_dequantized_bf16(M, n0, count, dots, ld, w, x_scale, b, y, ldy);
+    for_dequantized(M, n0, count, dots, ld, w, x_scale, b, [&](index_t m, index_t i, __m512 v, __mmask16 mask)
+                                                               QFORMER_TARGET_AVX512 {
+      alignas(64) float values[16];
+      _mm512_store_ps(values, v);
+      for (int j = 0; j < 16; ++j)
+        if (mask >> j & 1) y[m * ldy + n0 + i + j] = from_float<T>(values[j]);
+    });
+  }
 }
 
 /// One x panel of quads: dst[k4 * width + j] = x[j][4 k4 .. 4 k4 + 3] (rows past `rows`: 128, i.e. zero).
@@ -444,12 +511,14 @@ void linear_int8(context<cpu>& ctx, view<const T> x, const int8_weights& w, cons
         const std::int8_t* values = w.values.data();
         avx512::gemv_driver<MM, std::int32_t>(
             N, w.stride, avx512::gemv_depth_piece<MM>(w.stride, 1),
-            [&]<int R>(const avx512::gemv_piece& at, std::int32_t* dots) {
+            [&]<int R>(const avx512::gemv_piece& at, std::int32_t* dots, index_t ld) {
               avx512::gemv_block_int8<R, MM, avx512::gemv_prefetch_next<MM>>(
-                  q + at.k0, w.stride, values + at.n0 * w.stride + at.k0, w.stride, at.kc, dots,
+                  q + at.k0, w.stride, values + at.n0 * w.stride + at.k0, w.stride, at.kc, dots, ld,
                   values + at.next_n * w.stride + at.next_k);
             },
-            put);
+            [&](index_t n0, index_t count, const std::int32_t* dots, index_t ld) {
+              avx512::store_dequantized<T>(MM, n0, count, dots, ld, w, x_scale, bias, y.data(), y.row_stride());
+            });
       });
     } else if (int8_gemm_amx<T>(ctx, q, x_scale, w, bias, y)) {
     } else {
