@@ -64,17 +64,19 @@ QFORMER_TARGET_AVX512 inline float lane_sum(__m512 v) {
 /// stores a vector and adds its 16 lanes one by one (at 8 rows of x that was a quarter of a GEMV block's
 /// instructions). Written with __builtin_shufflevector, which compiles to the same vunpck / vextract
 /// instructions: GCC 12's own _mm512_unpack* and _mm512_extract* intrinsics trip -Wuninitialized inside its header.
-QFORMER_TARGET_AVX512 inline __m128 lane_sums4(__m512 a, __m512 b, __m512 c, __m512 d) {
+/// Any 16-lane vector of 32-bit elements (__m512, or int32 for the int8 kernels' lane_sums4_i32); returns 4 lanes.
+template <class V>
+QFORMER_TARGET_AVX512 inline auto lane_sums4(V a, V b, V c, V d) {
   // per quarter: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] and the same for c, d
-  const __m512 ab = __builtin_shufflevector(a, b, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
-                    __builtin_shufflevector(a, b, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
-  const __m512 cd = __builtin_shufflevector(c, d, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
-                    __builtin_shufflevector(c, d, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
+  const V ab = __builtin_shufflevector(a, b, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
+               __builtin_shufflevector(a, b, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
+  const V cd = __builtin_shufflevector(c, d, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
+               __builtin_shufflevector(c, d, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
   // per quarter: [a, b, c, d]
-  const __m512 abcd = __builtin_shufflevector(ab, cd, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
-                      __builtin_shufflevector(ab, cd, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-  const __m256 halves = __builtin_shufflevector(abcd, abcd, 0, 1, 2, 3, 4, 5, 6, 7) +
-                        __builtin_shufflevector(abcd, abcd, 8, 9, 10, 11, 12, 13, 14, 15);
+  const V abcd = __builtin_shufflevector(ab, cd, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+                 __builtin_shufflevector(ab, cd, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  const auto halves = __builtin_shufflevector(abcd, abcd, 0, 1, 2, 3, 4, 5, 6, 7) +
+                      __builtin_shufflevector(abcd, abcd, 8, 9, 10, 11, 12, 13, 14, 15);
   return __builtin_shufflevector(halves, halves, 0, 1, 2, 3) + __builtin_shufflevector(halves, halves, 4, 5, 6, 7);
 }
 
@@ -85,7 +87,7 @@ QFORMER_TARGET_AVX512 inline void add_lane_sums(const __m512 (&acc)[R][MM], floa
   const __m512 zero = _mm512_setzero_ps();
   for (int m = 0; m < MM; ++m)
     for (int r = 0; r < R; r += 4) {
-      const __m128 sums = lane_sums4(acc[r][m], r + 1 < R ? acc[r + 1][m] : zero, r + 2 < R ? acc[r + 2][m] : zero,
+      const __m128 sums = lane_sums4<__m512>(acc[r][m], r + 1 < R ? acc[r + 1][m] : zero, r + 2 < R ? acc[r + 2][m] : zero,
                                      r + 3 < R ? acc[r + 3][m] : zero);
       const __mmask8 mask = static_cast<__mmask8>((1u << (R - r < 4 ? R - r : 4)) - 1u);
       float* at = out + m * ld + r;

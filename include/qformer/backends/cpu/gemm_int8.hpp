@@ -168,21 +168,11 @@ QFORMER_TARGET_AVX512 bool quantize_weight_row(const T* row, index_t in, std::in
   return true;
 }
 
-/// The lane sums of a, b, c and d as the 4 lanes of one vector (as lane_sums4 for floats).
-QFORMER_TARGET_AVX512 inline __m128i lane_sums4_i32(__m512i a512, __m512i b512, __m512i c512, __m512i d512) {
+/// The lane sums of a, b, c and d as the 4 lanes of one vector (lane_sums4 on int32 lanes).
+QFORMER_TARGET_AVX512 inline __m128i lane_sums4_i32(__m512i a, __m512i b, __m512i c, __m512i d) {
   using v16si = std::int32_t __attribute__((vector_size(64)));
-  const auto a = reinterpret_cast<v16si>(a512), b = reinterpret_cast<v16si>(b512);
-  const auto c = reinterpret_cast<v16si>(c512), d = reinterpret_cast<v16si>(d512);
-  const v16si ab = __builtin_shufflevector(a, b, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
-                   __builtin_shufflevector(a, b, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
-  const v16si cd = __builtin_shufflevector(c, d, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29) +
-                   __builtin_shufflevector(c, d, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
-  const v16si abcd = __builtin_shufflevector(ab, cd, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
-                     __builtin_shufflevector(ab, cd, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-  const auto halves = __builtin_shufflevector(abcd, abcd, 0, 1, 2, 3, 4, 5, 6, 7) +
-                      __builtin_shufflevector(abcd, abcd, 8, 9, 10, 11, 12, 13, 14, 15);
-  return reinterpret_cast<__m128i>(__builtin_shufflevector(halves, halves, 0, 1, 2, 3) +
-                                   __builtin_shufflevector(halves, halves, 4, 5, 6, 7));
+  return reinterpret_cast<__m128i>(lane_sums4(reinterpret_cast<v16si>(a), reinterpret_cast<v16si>(b),
+                                              reinterpret_cast<v16si>(c), reinterpret_cast<v16si>(d)));
 }
 
 /// add_lane_sums for int32 accumulators: out[m * ld + r] += the lane sum of acc[r][m].
