@@ -235,9 +235,17 @@ QFORMER_TARGET_AVX512_VNNI inline void gemv_block_int8(const std::uint8_t* x, in
   add_lane_sums<R, MM>(acc, sums, ld);
 }
 
+/// 16 dequantised outputs of one row of x: (dots - offset) * (x_scale * w_scale) + bias, rounded as dequantize()
+/// rounds (the product is not fused into the add: _mm512_mul_round_ps is not contracted).
+QFORMER_TARGET_AVX512 inline __m512 dequantize16(__m512i dots, __m512i offset, __m512 w_scale, float x_scale,
+                                                 __m512 bias) {
+  const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(dots, offset));
+  const __m512 scale = _mm512_mul_round_ps(_mm512_set1_ps(x_scale), w_scale, _MM_FROUND_CUR_DIRECTION);
+  return _mm512_add_ps(_mm512_mul_round_ps(dot, scale, _MM_FROUND_CUR_DIRECTION), bias);
+}
+
 /// The float outputs y[m][n0 + i] = dequantize(dots[m * ld + i], w, n0 + i, x_scale[m], b[n0 + i]), i < count, 16
-/// at a time, rounded as dequantize() rounds (the product is not fused into the add: _mm512_mul_round_ps is not
-/// contracted), passed to store(m, i, values, mask).
+/// at a time (dequantize16), passed to store(m, i, values, mask).
 template <class T, class Store>
 QFORMER_TARGET_AVX512 inline void for_dequantized(index_t M, index_t n0, index_t count, const std::int32_t* dots,
                                                   index_t ld, const int8_weights& w, const float* x_scale, const T* b,
@@ -248,11 +256,9 @@ QFORMER_TARGET_AVX512 inline void for_dequantized(index_t M, index_t n0, index_t
     const __m512i offset = _mm512_maskz_loadu_epi32(mask, w.offset.data() + n);
     const __m512 w_scale = _mm512_maskz_loadu_ps(mask, w.scale.data() + n);
     const __m512 bias = b ? load_as_floats(b + n, mask) : _mm512_setzero_ps();
-    for (index_t m = 0; m < M; ++m) {
-      const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(mask, dots + m * ld + i), offset));
-      const __m512 scale = _mm512_mul_round_ps(_mm512_set1_ps(x_scale[m]), w_scale, _MM_FROUND_CUR_DIRECTION);
-      store(m, i, _mm512_add_ps(_mm512_mul_round_ps(dot, scale, _MM_FROUND_CUR_DIRECTION), bias), mask);
-    }
+    for (index_t m = 0; m < M; ++m)
+      store(m, i, dequantize16(_mm512_maskz_loadu_epi32(mask, dots + m * ld + i), offset, w_scale, x_scale[m], bias),
+            mask);
   }
 }
 
@@ -412,9 +418,7 @@ struct int8_operands {
         const index_t rows = std::min<index_t>(16, valid - j0);
         for (index_t j = 0; j < rows; ++j) {
           const index_t m = m0 + j0 + j;
-          const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(block[j]), offset));
-          const __m512 scale = _mm512_mul_round_ps(_mm512_set1_ps(x_scale[m]), w_scale, _MM_FROUND_CUR_DIRECTION);
-          const __m512 value = _mm512_add_ps(_mm512_mul_round_ps(dot, scale, _MM_FROUND_CUR_DIRECTION), bias);
+          const __m512 value = avx512::dequantize16(_mm512_castps_si512(block[j]), offset, w_scale, x_scale[m], bias);
           if constexpr (std::is_same_v<T, float>) _mm512_mask_storeu_ps(y + m * ldy + n, mask, value);
           else _mm256_mask_storeu_epi16(y + m * ldy + n, mask, (__m256i)_mm512_cvtneps_pbh(value));
         }
