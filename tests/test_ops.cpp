@@ -433,19 +433,31 @@ TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks pe
   CHECK_THROWS_AS((ops::attention<T, cpu>(ctx, q, k, v, wrong_heads.get(), H, 1.0f, out.mut())), shape_error);
 }
 
-TEST_CASE("attention at GEMM sizes (more than 8 queries, odd lengths): both kernel paths match the reference") {
+TEST_CASE_TEMPLATE("attention at GEMM sizes (more than 8 queries, odd lengths): every kernel path matches the reference", T,
+                   float, bf16) {
+  // bf16 runs on the bf16 GEMM kernels (AMX tiles, or avx512_bf16 with cpu_kernels::avx512): fp32 scores, P
+  // rounded to bf16 before P V (as transformers does in bf16). Bound: the output's rounding (2^-9 of its size)
+  // plus P's (2^-9 of the largest |v|), against the fp32 reference rounded once; fp32 summation order only.
   context<cpu> ctx;
-  const index_t B = 2, Lq = 41, Lk = 37, H = 3, dh = 24, C = H * dh;
-  const tensor<float> q = test::random_tensor<float>({B, Lq, C}, 21), kv = test::random_tensor<float>({B, Lk, 2 * C}, 22);
-  tensor<float> mask({B, 1, Lk});
-  for (index_t i = 0; i < mask.numel(); ++i) mask.data()[i] = (i % 5 == 3) ? -10000.0f : 0.0f;
-  tensor<float> want({B, Lq, C});
-  reference::attention<float>(q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask.get(), H, 0.2f, want.mut());
-  for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::portable}) {
-    set_cpu_kernels(choice);
-    tensor<float> got({B, Lq, C});
-    ops::attention<float, cpu>(ctx, q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask.get(), H, 0.2f, got.mut());
-    CHECK(test::relative_max_diff(got.get(), want.get()) <= tolerance<float>());
+  struct sizes { index_t B, Lq, Lk, H, dh; };
+  for (const sizes z : {sizes{2, 41, 37, 3, 24}, sizes{1, 257, 257, 2, 88}, sizes{1, 9, 70, 2, 64}}) {
+    const index_t C = z.H * z.dh;
+    CAPTURE(z.Lq);
+    CAPTURE(z.dh);
+    const tensor<T> q = test::random_tensor<T>({z.B, z.Lq, C}, 21), kv = test::random_tensor<T>({z.B, z.Lk, 2 * C}, 22);
+    tensor<float> mask({z.B, 1, z.Lk});
+    for (index_t i = 0; i < mask.numel(); ++i) mask.data()[i] = (i % 5 == 3) ? -10000.0f : 0.0f;
+    tensor<T> want({z.B, z.Lq, C});
+    reference::attention<T>(q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask.get(), z.H, 0.2f, want.mut());
+    for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::avx512, cpu_kernels::portable}) {
+      CAPTURE(static_cast<int>(choice));
+      set_cpu_kernels(choice);
+      tensor<T> got({z.B, z.Lq, C});
+      ops::attention<T, cpu>(ctx, q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask.get(), z.H, 0.2f, got.mut());
+      const double d = test::relative_max_diff(got.get(), want.get());
+      CAPTURE(d);
+      CHECK(d <= (std::is_same_v<T, float> ? tolerance<float>() : 4e-3));
+    }
   }
   set_cpu_kernels(cpu_kernels::automatic);
 }

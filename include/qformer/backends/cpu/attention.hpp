@@ -25,11 +25,69 @@ inline void softmax_rows(view<float> scores, view<const float> mask, const ops::
   }
 }
 
+/// dst (cols, rows; row stride ld_dst) = src (rows, cols; row stride ld_src) transposed, in blocks of 16 x 16
+/// (both sides' lines stay in L1 while a block moves). 16-bit elements: a head's V for attention_bf16.
+inline void transpose_16bit(const std::uint16_t* src, index_t ld_src, index_t rows, index_t cols, std::uint16_t* dst,
+                            index_t ld_dst) {
+  for (index_t r0 = 0; r0 < rows; r0 += 16)
+    for (index_t c0 = 0; c0 < cols; c0 += 16) {
+      const index_t r1 = std::min(rows, r0 + 16), c1 = std::min(cols, c0 + 16);
+      for (index_t c = c0; c < c1; ++c)
+        for (index_t r = r0; r < r1; ++r) dst[c * ld_dst + r] = src[r * ld_src + c];
+    }
+}
+
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+/// bf16 attention on the bf16 GEMM kernels (AMX tiles, else avx512_bf16), computed as transformers computes it
+/// in bf16. Per (batch, head), on one thread of the team (pairs split across the threads):
+///   scores (Lq, Lk) = Q K^T                     bf16 products, fp32 sums, kept in fp32
+///   P = softmax(scores * scale + mask) by rows  fp32, then rounded to bf16
+///   out (Lq, dh) = P V                          fp32 sums rounded to bf16 once (V transposed into scratch)
+/// Shapes as attention(); callers check use_avx512_kernels<bf16>().
+inline void attention_bf16(context<cpu>& ctx, view<const bf16> q, view<const bf16> k, view<const bf16> v,
+                           view<const float> mask, index_t heads, float scale, view<bf16> out) {
+  const index_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), dh = q.dim(2) / heads, pairs = B * heads;
+  const ops::mask_layout m = mask.empty() ? ops::mask_layout{} : ops::mask_layout::of(mask);
+  const int threads = kernel_threads(pairs);
+  // A thread's scratch in 32-bit words, each piece 64-byte aligned: scores (Lq, Lk) fp32, P (Lq, Lk) bf16, V^T
+  // (dh, Lk) bf16, then the two products' scratch.
+  const auto whole_lines = [](index_t words) { return (words + 15) / 16 * 16; };
+  const index_t score_words = whole_lines(Lq * Lk), p_words = whole_lines((Lq * Lk + 1) / 2),
+                vt_words = whole_lines((dh * Lk + 1) / 2);
+  const index_t gemm_words =
+      whole_lines(std::max(bf16_matmul_nt_scratch<float>(Lq, Lk, dh), bf16_matmul_nt_scratch<bf16>(Lq, dh, Lk)));
+  view<float> all_scratch = ctx.alloc<float>({threads, score_words + p_words + vt_words + gemm_words});
+  parallel_for(pairs, threads, [&](index_t pair, index_t slot) {
+    const index_t b = pair / heads, h = pair % heads;
+    float* scores = all_scratch.row(slot);
+    auto* p = reinterpret_cast<bf16*>(scores + score_words);
+    auto* vt = reinterpret_cast<bf16*>(scores + score_words + p_words);
+    auto* gemm_scratch = reinterpret_cast<std::uint32_t*>(scores + score_words + p_words + vt_words);
+    const bf16* qh = q.row(b * Lq) + h * dh;
+    const bf16* kh = k.row(b * Lk) + h * dh;
+    const bf16* vh = v.row(b * Lk) + h * dh;
+    bf16_matmul_nt<float>(qh, q.row_stride(), kh, k.row_stride(), scores, Lk, Lq, Lk, dh, gemm_scratch);
+    softmax_rows(view<float>(scores, {Lq, Lk}), mask, m, b, h, scale);
+    for (index_t i = 0; i < Lq; ++i) narrow_row(scores + i * Lk, Lk, p + i * Lk);
+    transpose_16bit(reinterpret_cast<const std::uint16_t*>(vh), v.row_stride(), Lk, dh,
+                    reinterpret_cast<std::uint16_t*>(vt), Lk);
+    bf16_matmul_nt<bf16>(p, Lk, vt, Lk, out.row(b * Lq) + h * dh, out.row_stride(), Lq, dh, Lk, gemm_scratch);
+  });
+}
+#endif
+
 /// q (B, Lq, H*dh), k / v (B, Lk, H*dh), mask additive (see ops::mask_layout) or empty, out (B, Lq, H*dh).
+/// fp32, fp16 and short bf16 queries compute in fp32 (bf16 and fp16 widened); bf16 queries of more than
+/// gemv_max_rows positions go to attention_bf16 where the CPU has avx512_bf16.
 template <class T>
 void attention(context<cpu>& ctx, view<const T> q, view<const T> k, view<const T> v, view<const float> mask,
                index_t heads, float scale, view<T> out) {
   typename context<cpu>::scope scope(ctx);
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+  if constexpr (std::is_same_v<T, bf16>)
+    if (q.dim(1) > avx512::gemv_max_rows && use_avx512_kernels<bf16>())
+      return attention_bf16(ctx, q, k, v, mask, heads, scale, out);
+#endif
   if constexpr (!std::is_same_v<T, float>) {
     view<float> of = ctx.alloc<float>(out.shape());
     attention<float>(ctx, as_float(ctx, q), as_float(ctx, k), as_float(ctx, v), mask, heads, scale, of);

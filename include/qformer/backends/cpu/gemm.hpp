@@ -118,6 +118,43 @@ inline void bf16_gemm_amx(context<cpu>& ctx, view<const bf16> x, view<const bf16
 #endif
 #endif
 
+#ifdef QFORMER_HAVE_AVX512_KERNELS
+/// 32-bit words of scratch bf16_matmul_nt<Y> needs for M rows, N columns, depth K.
+template <class Y>
+index_t bf16_matmul_nt_scratch(index_t M, index_t N, index_t K) {
+#ifdef QFORMER_HAVE_AMX_KERNELS
+  if (use_amx_kernels()) return amx::gemm_plan<amx::bf16_tiles>(M, N, K, 1).scratch_words();
+#endif
+  const avx512::panel_gemm_plan<avx512::gemm_bf16_kernel_into<Y>> plan(M, N, K, 1);
+  return plan.packed_units() + plan.partial_floats();
+}
+
+/// y (M, N; ldy) = x (M, K; ldx) · w (N, K; ldw)^T for bf16 x and w, fp32 sums, y bf16 (rounded once) or float,
+/// on the calling thread alone: an attention's per-head products, which its team runs side by side. AMX tiles
+/// where use_amx_kernels(), else the avx512_bf16 micro-tiles; callers check use_avx512_kernels<bf16>().
+/// `scratch`: bf16_matmul_nt_scratch<Y>(M, N, K) words, 64-byte aligned.
+template <class Y>
+void bf16_matmul_nt(const bf16* x, index_t ldx, const bf16* w, index_t ldw, Y* y, index_t ldy, index_t M, index_t N,
+                    index_t K, std::uint32_t* scratch) {
+  avx512::gemm_bf16_kernel_into<Y> kernel;
+  kernel.x = reinterpret_cast<const std::uint16_t*>(x);
+  kernel.w = reinterpret_cast<const std::uint16_t*>(w);
+  kernel.y = y;
+  kernel.ldx = ldx;
+  kernel.ldw = ldw;
+  kernel.ldy = ldy;
+#ifdef QFORMER_HAVE_AMX_KERNELS
+  if (use_amx_kernels()) {
+    const amx::gemm_plan<amx::bf16_tiles> plan(M, N, K, 1);
+    amx::gemm(static_cast<const avx512::bf16_operands_into<Y>&>(kernel), plan, scratch);
+    return;
+  }
+#endif
+  const avx512::panel_gemm_plan<avx512::gemm_bf16_kernel_into<Y>> plan(M, N, K, 1);
+  avx512::panel_gemm(kernel, plan, scratch, reinterpret_cast<float*>(scratch + plan.packed_units()));
+}
+#endif
+
 /// x (N, in), w (out, in), b (out) or empty, y (N, out).
 template <class T>
 void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b, view<T> y) {

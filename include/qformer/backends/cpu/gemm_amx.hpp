@@ -199,13 +199,14 @@ struct gemm_plan {
 
   index_t M, N, K, tiles, row_block, panels_max, depth_block, depth_group;
   int threads;
-  gemm_plan(index_t M_, index_t N_, index_t K_)
+  /// threads_: the team's size, or 0 for kernel_threads (1 inside a parallel region).
+  gemm_plan(index_t M_, index_t N_, index_t K_, int threads_ = 0)
       : M(M_), N(N_), K(K_), tiles((N_ + tile_n - 1) / tile_n), row_block(avx512::balanced_row_block(M_, block_m)),
         panels_max((std::min(M_, row_block) + 31) / 32),
         // One or two panels reuse a tile's weights too little to pay for keeping sums between depth blocks.
         depth_block(panels_max <= 2 ? K_ : std::min(K_, block_k)),
         depth_group(std::max(depth_block, group_bytes / (padded_block() * element_bytes) / depth_block * depth_block)),
-        threads(kernel_threads(tiles)) {}
+        threads(threads_ > 0 ? threads_ : kernel_threads(tiles)) {}
   index_t padded_block() const { return avx512::padded_rows(std::min(M, row_block)); }
   index_t last_k0() const { return (K - 1) / depth_block * depth_block; }
   /// Packed lanes of x per block of rows (every depth block, each padded to whole B tiles).

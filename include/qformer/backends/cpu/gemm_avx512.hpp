@@ -652,13 +652,14 @@ template <class Kernel>
 struct panel_gemm_plan {
   index_t M, N, K, tiles, row_block, depth_block;
   int threads;
-  panel_gemm_plan(index_t M_, index_t N_, index_t K_)
+  /// threads_: the team's size, or 0 for kernel_threads (1 inside a parallel region).
+  panel_gemm_plan(index_t M_, index_t N_, index_t K_, int threads_ = 0)
       : M(M_), N(N_), K(K_), tiles((N_ + Kernel::tile_n - 1) / Kernel::tile_n),
         row_block(balanced_row_block(M_, Kernel::block_m)),
         // One panel of x (up to 32 rows: the Q-Former's queries) is read by every n-tile whatever its depth, and
         // each weight block only once: the whole depth in one block then (no sums wait between blocks).
         depth_block(M_ <= 32 ? K_ : balanced_depth_block(K_, Kernel::block_k)),
-        threads(kernel_threads(tiles)) {}
+        threads(threads_ > 0 ? threads_ : kernel_threads(tiles)) {}
   index_t padded_block() const { return padded_rows(std::min(M, row_block)); }
   /// Packed elements of x per block of rows.
   index_t packed_units() const { return padded_block() * Kernel::units(K); }
@@ -814,14 +815,17 @@ struct gemm_f32_kernel {
 };
 
 /// What the bf16 GEMM kernels share (this file's, for panel_gemm, and AMX's, amx::gemm): x packed in k
-/// pairs, the weights read in place, the outputs rounded to bf16.
-struct bf16_operands {
+/// pairs, the weights read in place, fp32 sums. Y is the output's type: bf16 (a linear layer: bias added and
+/// rounded once, when a tile is finished) or float (an attention's scores, kept in fp32 for the softmax).
+template <class Y>
+struct bf16_operands_into {
+  static_assert(std::is_same_v<Y, bf16> || std::is_same_v<Y, float>);
   using packed = std::uint32_t;
   using sum = float;
   static index_t units(index_t kc) { return (kc + 1) / 2; }
   const std::uint16_t *x = nullptr, *w = nullptr;
   const bf16* b = nullptr;
-  bf16* y = nullptr;
+  Y* y = nullptr;
   index_t ldx = 0, ldw = 0, ldy = 0;
 
   void pack(index_t m0, index_t rows, index_t width, index_t k0, index_t kc, std::uint32_t* dst) const {
@@ -852,42 +856,51 @@ struct bf16_operands {
       }
     }
   }
-  /// y[m][n, n + 16) (masked) = sums + bias, rounded to bf16 (vcvtneps2bf16: nearest even).
-  QFORMER_TARGET_AVX512_BF16 void store_rounded(index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask) const {
-    _mm256_mask_storeu_epi16(y + m * ldy + n, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(sums, bias)));
+  /// y[m][n, n + 16) (masked) = sums + bias, rounded to bf16 (vcvtneps2bf16: nearest even) or stored as fp32.
+  QFORMER_TARGET_AVX512_BF16 void store_outputs(index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask) const {
+    if constexpr (std::is_same_v<Y, bf16>)
+      _mm256_mask_storeu_epi16(y + m * ldy + n, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(sums, bias)));
+    else
+      _mm512_mask_storeu_ps(y + m * ldy + n, mask, _mm512_add_ps(sums, bias));
   }
-  /// y rows [m0, m0 + valid), columns [n0, n0 + r) = the finished tile (out[i * width + j]) + b, rounded to bf16.
+  /// y rows [m0, m0 + valid), columns [n0, n0 + r) = the finished tile (out[i * width + j]) + b.
   QFORMER_TARGET_AVX512_BF16 void emit(index_t m0, index_t valid, index_t n0, int r, const float* out, index_t width) const {
     for_tile_outputs(m0, valid, n0, r, out, width,
                      [&](index_t m, index_t n, __m512 sums, __m512 bias, __mmask16 mask)
-                         QFORMER_TARGET_AVX512_BF16 { store_rounded(m, n, sums, bias, mask); });
+                         QFORMER_TARGET_AVX512_BF16 { store_outputs(m, n, sums, bias, mask); });
   }
 };
+using bf16_operands = bf16_operands_into<bf16>;
 
-/// bf16 (avx512_bf16) for panel_gemm: sums of a tile across depth blocks in fp32, bias added and rounded to bf16
-/// once, when the tile is finished.
-struct gemm_bf16_kernel : bf16_operands {
+/// bf16 (avx512_bf16) for panel_gemm: sums of a tile across depth blocks in fp32, bias added and rounded (bf16
+/// outputs) once, when the tile is finished.
+template <class Y>
+struct gemm_bf16_kernel_into : bf16_operands_into<Y> {
+  using base = bf16_operands_into<Y>;
   // A 32 x 256-pair panel (32 KiB) in L1, as fp32's 32 x 256 floats.
   static constexpr index_t tile_n = avx512::tile_n, block_m = 384, block_k = 512, block_n_tiles = 32, gemv_tail_rows = 4;
 
   void tile(int r, int nv, index_t n0, index_t k0, index_t kc, const std::uint32_t* panel, float* out, bool accumulate,
             const next_rows& prefetch) const {
-    const std::uint16_t* wr = w + n0 * ldw + k0;
+    const std::uint16_t* wr = base::w + n0 * base::ldw + k0;
     dispatch_tile(r, nv, [&]<int R, int NV>() {
-      tile_bf16<R, NV>(wr, ldw, panel, kc, out, accumulate, prefetch.in(w, ldw));
+      tile_bf16<R, NV>(wr, base::ldw, panel, kc, out, accumulate, prefetch.in(base::w, base::ldw));
     });
   }
   void gemv(index_t m0, index_t rows, index_t n0, index_t count, index_t k0, index_t kc, float* sums) const {
     gemv_tail(rows, count, sums, [&]<int R, int MM>(index_t n, float* block, index_t ld) {
-      gemv_block_bf16<R, MM>(x + m0 * ldx + k0, ldx, w + (n0 + n) * ldw + k0, ldw, kc, block, ld);
+      gemv_block_bf16<R, MM>(base::x + m0 * base::ldx + k0, base::ldx, base::w + (n0 + n) * base::ldw + k0, base::ldw, kc,
+                             block, ld);
     });
   }
   void emit_rows(index_t m0, index_t rows, index_t n0, index_t count, const float* sums) const {
     for (index_t m = 0; m < rows; ++m)
       for (index_t n = 0; n < count; ++n)
-        y[(m0 + m) * ldy + n0 + n] = bf16(sums[m * count + n] + (b ? static_cast<float>(b[n0 + n]) : 0.0f));
+        base::y[(m0 + m) * base::ldy + n0 + n] =
+            Y(sums[m * count + n] + (base::b ? static_cast<float>(base::b[n0 + n]) : 0.0f));
   }
 };
+using gemm_bf16_kernel = gemm_bf16_kernel_into<bf16>;
 
 #endif  // QFORMER_HAVE_AVX512_KERNELS
 
