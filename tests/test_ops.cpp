@@ -451,18 +451,22 @@ TEST_CASE_TEMPLATE("attention at GEMM sizes (more than 8 queries, odd lengths): 
     CAPTURE(z.Lq);
     CAPTURE(z.dh);
     const tensor<T> q = test::random_tensor<T>({z.B, z.Lq, C}, 21), kv = test::random_tensor<T>({z.B, z.Lk, 2 * C}, 22);
-    tensor<float> mask({z.B, 1, z.Lk});
-    for (index_t i = 0; i < mask.numel(); ++i) mask.data()[i] = (i % 5 == 3) ? -10000.0f : 0.0f;
-    tensor<T> want({z.B, z.Lq, C});
-    reference::attention<T>(q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask.get(), z.H, 0.2f, want.mut());
-    for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::avx512, cpu_kernels::portable}) {
-      CAPTURE(static_cast<int>(choice));
-      set_cpu_kernels(choice);
-      tensor<T> got({z.B, z.Lq, C});
-      ops::attention<T, cpu>(ctx, q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask.get(), z.H, 0.2f, got.mut());
-      const double d = test::relative_max_diff(got.get(), want.get());
-      CAPTURE(d);
-      CHECK(d <= (std::is_same_v<T, float> ? tolerance<float>() : 4e-3));
+    tensor<float> key_mask({z.B, 1, z.Lk});
+    for (index_t i = 0; i < key_mask.numel(); ++i) key_mask.data()[i] = (i % 5 == 3) ? -10000.0f : 0.0f;
+    const tensor<float> head_bias = test::random_tensor<float>({1, z.H, z.Lq, z.Lk}, 23);  // T5: a bias per head
+    for (view<const float> mask : {key_mask.get(), head_bias.get()}) {
+      CAPTURE(mask.rank());
+      tensor<T> want({z.B, z.Lq, C});
+      reference::attention<T>(q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask, z.H, 0.2f, want.mut());
+      for (cpu_kernels choice : {cpu_kernels::automatic, cpu_kernels::avx512, cpu_kernels::portable}) {
+        CAPTURE(static_cast<int>(choice));
+        set_cpu_kernels(choice);
+        tensor<T> got({z.B, z.Lq, C});
+        ops::attention<T, cpu>(ctx, q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask, z.H, 0.2f, got.mut());
+        const double d = test::relative_max_diff(got.get(), want.get());
+        CAPTURE(d);
+        CHECK(d <= (std::is_same_v<T, float> ? tolerance<float>() : 4e-3));
+      }
     }
   }
   set_cpu_kernels(cpu_kernels::automatic);
