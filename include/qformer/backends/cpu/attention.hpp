@@ -41,7 +41,7 @@ inline void transpose_16bit(const std::uint16_t* src, index_t ld_src, index_t ro
 /// bf16 attention on the bf16 GEMM kernels (AMX tiles, else avx512_bf16), computed as transformers computes it
 /// in bf16. Per (batch, head), on one thread of the team (pairs split across the threads):
 ///   scores (Lq, Lk) = Q K^T                     bf16 products, fp32 sums, kept in fp32
-///   P = softmax(scores * scale + mask) by rows  fp32, then rounded to bf16
+///   P = softmax(scores * scale + mask) by rows  fp32, then rounded to bf16 (softmax_row_to_bf16)
 ///   out (Lq, dh) = P V                          fp32 sums rounded to bf16 once (V transposed into scratch)
 /// Shapes as attention(); callers check use_avx512_kernels<bf16>().
 inline void attention_bf16(context<cpu>& ctx, view<const bf16> q, view<const bf16> k, view<const bf16> v,
@@ -67,8 +67,8 @@ inline void attention_bf16(context<cpu>& ctx, view<const bf16> q, view<const bf1
     const bf16* kh = k.row(b * Lk) + h * dh;
     const bf16* vh = v.row(b * Lk) + h * dh;
     bf16_matmul_nt<float>(qh, q.row_stride(), kh, k.row_stride(), scores, Lk, Lq, Lk, dh, gemm_scratch);
-    softmax_rows(view<float>(scores, {Lq, Lk}), mask, m, b, h, scale);
-    for (index_t i = 0; i < Lq; ++i) narrow_row(scores + i * Lk, Lk, p + i * Lk);
+    for (index_t i = 0; i < Lq; ++i)
+      avx512::softmax_row_to_bf16(scores + i * Lk, Lk, scale, mask.empty() ? nullptr : mask.row(m.row(b, h, i)), p + i * Lk);
     transpose_16bit(reinterpret_cast<const std::uint16_t*>(vh), v.row_stride(), Lk, dh,
                     reinterpret_cast<std::uint16_t*>(vt), Lk);
     bf16_matmul_nt<bf16>(p, Lk, vt, Lk, out.row(b * Lq) + h * dh, out.row_stride(), Lq, dh, Lk, gemm_scratch);

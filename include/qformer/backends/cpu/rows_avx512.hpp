@@ -88,6 +88,39 @@ QFORMER_TARGET_AVX512 inline void softmax_row(float* x, index_t n) {
   }
 }
 
+/// p = softmax(s * scale + mask) of one row of attention scores, rounded to bf16 (mask: an additive row, or null),
+/// in three passes instead of softmax_row's three after a scaling and a mask pass:
+///   s * scale (+ mask) -> s, and the row's max;  exp(s - max) -> s, and its sum;  s / sum -> p, rounded.
+QFORMER_TARGET_AVX512_BF16 inline void softmax_row_to_bf16(float* s, index_t n, float scale, const float* mask, bf16* p) {
+  auto mask_at = [n](index_t i) { return n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u); };
+  const __m512 scale_v = _mm512_set1_ps(scale);
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
+  for (index_t i = 0; i < n; i += 16) {
+    const __mmask16 m = mask_at(i);
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), scale_v);
+    if (mask) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, mask + i));
+    _mm512_mask_storeu_ps(s + i, m, v);
+    vmax = _mm512_mask_max_ps(vmax, m, vmax, v);
+  }
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, vmax);
+  float row_max = lanes[0];
+  for (float l : lanes) row_max = std::max(row_max, l);
+  const __m512 mx = _mm512_set1_ps(row_max);
+  __m512 acc = _mm512_setzero_ps();
+  for (index_t i = 0; i < n; i += 16) {
+    const __mmask16 m = mask_at(i);
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), mx));
+    _mm512_mask_storeu_ps(s + i, m, e);
+    acc = _mm512_mask_add_ps(acc, m, acc, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / lane_sum(acc));
+  for (index_t i = 0; i < n; i += 16) {
+    const __mmask16 m = mask_at(i);
+    _mm256_mask_storeu_epi16(p + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv)));
+  }
+}
+
 /// out[s * out_stride] = a[s n, s n + n) · b[s n, s n + n) for s < segments: the dot products of a decoding
 /// step's heads (segments) of one query (a, floats) with one cached key row (b: float, bf16 or fp16, widened in
 /// registers).
