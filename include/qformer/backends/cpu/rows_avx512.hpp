@@ -64,26 +64,43 @@ QFORMER_TARGET_AVX512 inline void gelu_erf_row(const float* x, index_t n, float*
   }
 }
 
-/// In-place softmax of one row: exp(x - max) / sum.
-QFORMER_TARGET_AVX512 inline void softmax_row(float* x, index_t n) {
-  auto mask_at = [n](index_t i) { return n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u); };
-  __m512 vmax = _mm512_set1_ps(-INFINITY);
-  for (index_t i = 0; i < n; i += 16) vmax = _mm512_mask_max_ps(vmax, mask_at(i), vmax, _mm512_maskz_loadu_ps(mask_at(i), x + i));
+/// The lanes of a row's 16-element step from i on: all 16, or the n - i left at its end.
+inline __mmask16 row_lanes(index_t n, index_t i) {
+  return n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+}
+
+/// The largest of v's 16 lanes.
+QFORMER_TARGET_AVX512 inline float lane_max(__m512 v) {
   alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, vmax);
-  float row_max = lanes[0];
-  for (float l : lanes) row_max = std::max(row_max, l);
-  const __m512 mx = _mm512_set1_ps(row_max);
+  _mm512_store_ps(lanes, v);
+  float largest = lanes[0];
+  for (float l : lanes) largest = std::max(largest, l);
+  return largest;
+}
+
+/// x[i] = exp(x[i] - max) over a row (softmax's middle pass); returns their sum.
+QFORMER_TARGET_AVX512 inline float exp_shifted_row(float* x, index_t n, float max) {
+  const __m512 mx = _mm512_set1_ps(max);
   __m512 acc = _mm512_setzero_ps();
   for (index_t i = 0; i < n; i += 16) {
-    const __mmask16 m = mask_at(i);
+    const __mmask16 m = row_lanes(n, i);
     const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mx));
     _mm512_mask_storeu_ps(x + i, m, e);
     acc = _mm512_mask_add_ps(acc, m, acc, e);
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / lane_sum(acc));
+  return lane_sum(acc);
+}
+
+/// In-place softmax of one row: exp(x - max) / sum.
+QFORMER_TARGET_AVX512 inline void softmax_row(float* x, index_t n) {
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
   for (index_t i = 0; i < n; i += 16) {
-    const __mmask16 m = mask_at(i);
+    const __mmask16 m = row_lanes(n, i);
+    vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, x + i));
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / exp_shifted_row(x, n, lane_max(vmax)));
+  for (index_t i = 0; i < n; i += 16) {
+    const __mmask16 m = row_lanes(n, i);
     _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
   }
 }
@@ -92,31 +109,18 @@ QFORMER_TARGET_AVX512 inline void softmax_row(float* x, index_t n) {
 /// in three passes instead of softmax_row's three after a scaling and a mask pass:
 ///   s * scale (+ mask) -> s, and the row's max;  exp(s - max) -> s, and its sum;  s / sum -> p, rounded.
 QFORMER_TARGET_AVX512_BF16 inline void softmax_row_to_bf16(float* s, index_t n, float scale, const float* mask, bf16* p) {
-  auto mask_at = [n](index_t i) { return n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u); };
   const __m512 scale_v = _mm512_set1_ps(scale);
   __m512 vmax = _mm512_set1_ps(-INFINITY);
   for (index_t i = 0; i < n; i += 16) {
-    const __mmask16 m = mask_at(i);
+    const __mmask16 m = row_lanes(n, i);
     __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), scale_v);
     if (mask) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, mask + i));
     _mm512_mask_storeu_ps(s + i, m, v);
     vmax = _mm512_mask_max_ps(vmax, m, vmax, v);
   }
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, vmax);
-  float row_max = lanes[0];
-  for (float l : lanes) row_max = std::max(row_max, l);
-  const __m512 mx = _mm512_set1_ps(row_max);
-  __m512 acc = _mm512_setzero_ps();
+  const __m512 inv = _mm512_set1_ps(1.0f / exp_shifted_row(s, n, lane_max(vmax)));
   for (index_t i = 0; i < n; i += 16) {
-    const __mmask16 m = mask_at(i);
-    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), mx));
-    _mm512_mask_storeu_ps(s + i, m, e);
-    acc = _mm512_mask_add_ps(acc, m, acc, e);
-  }
-  const __m512 inv = _mm512_set1_ps(1.0f / lane_sum(acc));
-  for (index_t i = 0; i < n; i += 16) {
-    const __mmask16 m = mask_at(i);
+    const __mmask16 m = row_lanes(n, i);
     _mm256_mask_storeu_epi16(p + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv)));
   }
 }
