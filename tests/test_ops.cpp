@@ -442,8 +442,10 @@ TEST_CASE_TEMPLATE("attention matches the reference: fused qkv columns, masks pe
 TEST_CASE_TEMPLATE("attention at GEMM sizes (more than 8 queries, odd lengths): every kernel path matches the reference", T,
                    float, bf16) {
   // bf16 runs on the bf16 GEMM kernels (AMX tiles, or avx512_bf16 with cpu_kernels::avx512): fp32 scores, P
-  // rounded to bf16 before P V (as transformers does in bf16). Bound: the output's rounding (2^-9 of its size)
-  // plus P's (2^-9 of the largest |v|), against the fp32 reference rounded once; fp32 summation order only.
+  // rounded to bf16 before P V (as transformers does in bf16). Against the fp32 reference, rounded once, the bound
+  // is one bf16 step of an output below 1 (2^-8: both round nearly the same value, and may land on neighbours)
+  // plus P's rounding (2^-9 of the largest |v|, here 1): 6e-3 (measured: <= 2e-3 at these sizes). fp32: the
+  // summation order only.
   context<cpu> ctx;
   struct sizes { index_t B, Lq, Lk, H, dh; };
   for (const sizes z : {sizes{2, 41, 37, 3, 24}, sizes{1, 257, 257, 2, 88}, sizes{1, 9, 70, 2, 64}}) {
@@ -465,7 +467,7 @@ TEST_CASE_TEMPLATE("attention at GEMM sizes (more than 8 queries, odd lengths): 
         ops::attention<T, cpu>(ctx, q.get(), kv.get().columns(0, C), kv.get().columns(C, C), mask, z.H, 0.2f, got.mut());
         const double d = test::relative_max_diff(got.get(), want.get());
         CAPTURE(d);
-        CHECK(d <= (std::is_same_v<T, float> ? tolerance<float>() : 4e-3));
+        CHECK(d <= (std::is_same_v<T, float> ? tolerance<float>() : 6e-3));
       }
     }
   }
