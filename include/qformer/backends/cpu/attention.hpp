@@ -55,23 +55,22 @@ inline void attention_bf16(context<cpu>& ctx, view<const bf16> q, view<const bf1
   const index_t score_words = whole_lines(Lq * Lk), p_words = whole_lines((Lq * Lk + 1) / 2),
                 vt_words = whole_lines((dh * Lk + 1) / 2);
   const index_t gemm_words =
-      whole_lines(std::max(bf16_matmul_nt_scratch<float>(Lq, Lk, dh), bf16_matmul_nt_scratch<bf16>(Lq, dh, Lk)));
+      whole_lines(std::max(bf16_gemm_scratch<float>(Lq, Lk, dh, 1), bf16_gemm_scratch<bf16>(Lq, dh, Lk, 1)));
   view<float> all_scratch = ctx.alloc<float>({threads, score_words + p_words + vt_words + gemm_words});
   parallel_for(pairs, threads, [&](index_t pair, index_t slot) {
     const index_t b = pair / heads, h = pair % heads;
-    float* scores = all_scratch.row(slot);
-    auto* p = reinterpret_cast<bf16*>(scores + score_words);
-    auto* vt = reinterpret_cast<bf16*>(scores + score_words + p_words);
-    auto* gemm_scratch = reinterpret_cast<std::uint32_t*>(scores + score_words + p_words + vt_words);
-    const bf16* qh = q.row(b * Lq) + h * dh;
-    const bf16* kh = k.row(b * Lk) + h * dh;
-    const bf16* vh = v.row(b * Lk) + h * dh;
-    bf16_matmul_nt<float>(qh, q.row_stride(), kh, k.row_stride(), scores, Lk, Lq, Lk, dh, gemm_scratch);
+    float* words = all_scratch.row(slot);
+    const view<float> scores(words, {Lq, Lk});
+    const view<bf16> p(reinterpret_cast<bf16*>(words + score_words), {Lq, Lk});
+    const view<bf16> vt(reinterpret_cast<bf16*>(words + score_words + p_words), {dh, Lk});
+    auto* gemm_scratch = reinterpret_cast<std::uint32_t*>(words + score_words + p_words + vt_words);
+    const view<const bf16> vh = v[b].columns(h * dh, dh);
+    bf16_gemm<float>(q[b].columns(h * dh, dh), k[b].columns(h * dh, dh), nullptr, scores, gemm_scratch, 1);
     for (index_t i = 0; i < Lq; ++i)
-      avx512::softmax_row_to_bf16(scores + i * Lk, Lk, scale, mask.empty() ? nullptr : mask.row(m.row(b, h, i)), p + i * Lk);
-    transpose_16bit(reinterpret_cast<const std::uint16_t*>(vh), v.row_stride(), Lk, dh,
-                    reinterpret_cast<std::uint16_t*>(vt), Lk);
-    bf16_matmul_nt<bf16>(p, Lk, vt, Lk, out.row(b * Lq) + h * dh, out.row_stride(), Lq, dh, Lk, gemm_scratch);
+      avx512::softmax_row_to_bf16(scores.row(i), Lk, scale, mask.empty() ? nullptr : mask.row(m.row(b, h, i)), p.row(i));
+    transpose_16bit(reinterpret_cast<const std::uint16_t*>(vh.data()), vh.row_stride(), Lk, dh,
+                    reinterpret_cast<std::uint16_t*>(vt.data()), Lk);
+    bf16_gemm<bf16>(p, vt, nullptr, out[b].columns(h * dh, dh), gemm_scratch, 1);
   });
 }
 #endif

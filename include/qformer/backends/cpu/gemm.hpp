@@ -86,9 +86,9 @@ inline void matmul_nt(const float* x, index_t ldx, const float* w, index_t ldw, 
 /// faster (an OPT-2.7b decode step of 8 rows: 351 ms on AMX, 372 ms as a GEMV).
 inline constexpr index_t amx_gemv_max_rows = 4;
 
-/// The bf16 kernel's operands for x (N, in) · w (out, in)^T + bias -> y.
-template <class Kernel>
-Kernel bf16_kernel(view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y) {
+/// The bf16 kernel's operands for x (N, in) · w (out, in)^T + bias -> y (bf16 or float).
+template <class Kernel, class Y>
+Kernel bf16_kernel(view<const bf16> x, view<const bf16> w, const bf16* bias, view<Y> y) {
   Kernel kernel;
   kernel.x = reinterpret_cast<const std::uint16_t*>(x.data());
   kernel.w = reinterpret_cast<const std::uint16_t*>(w.data());
@@ -100,58 +100,35 @@ Kernel bf16_kernel(view<const bf16> x, view<const bf16> w, const bf16* bias, vie
   return kernel;
 }
 
-/// The bf16 GEMM on avx512_bf16 micro-tiles (panel_gemm).
-inline void bf16_gemm_avx512(context<cpu>& ctx, view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y) {
-  const auto kernel = bf16_kernel<avx512::gemm_bf16_kernel>(x, w, bias, y);
-  const avx512::panel_gemm_plan<avx512::gemm_bf16_kernel> plan(x.rows(), w.rows(), x.cols());
-  float* scratch = ctx.alloc<float>({plan.packed_units() + plan.partial_floats()}).data();
-  avx512::panel_gemm(kernel, plan, reinterpret_cast<std::uint32_t*>(scratch), scratch + plan.packed_units());
-}
-
-#ifdef QFORMER_HAVE_AMX_KERNELS
-/// The bf16 GEMM on AMX tiles (amx::gemm), its scratch (packed x, per-thread sums) from the context.
-inline void bf16_gemm_amx(context<cpu>& ctx, view<const bf16> x, view<const bf16> w, const bf16* bias, view<bf16> y) {
-  const auto operands = bf16_kernel<avx512::bf16_operands>(x, w, bias, y);
-  const amx::gemm_plan<amx::bf16_tiles> plan(x.rows(), w.rows(), x.cols());
-  amx::gemm(operands, plan, reinterpret_cast<std::uint32_t*>(ctx.alloc<float>({plan.scratch_words()}).data()));
-}
-#endif
-#endif
-
-#ifdef QFORMER_HAVE_AVX512_KERNELS
-/// 32-bit words of scratch bf16_matmul_nt<Y> needs for M rows, N columns, depth K.
+/// 32-bit words of scratch bf16_gemm<Y> needs for M rows, N columns, depth K on `threads` threads (as there).
 template <class Y>
-index_t bf16_matmul_nt_scratch(index_t M, index_t N, index_t K) {
+index_t bf16_gemm_scratch(index_t M, index_t N, index_t K, int threads = 0) {
 #ifdef QFORMER_HAVE_AMX_KERNELS
-  if (use_amx_kernels()) return amx::gemm_plan<amx::bf16_tiles>(M, N, K, 1).scratch_words();
+  if (use_amx_kernels()) return amx::gemm_plan<amx::bf16_tiles>(M, N, K, threads).scratch_words();
 #endif
-  const avx512::panel_gemm_plan<avx512::gemm_bf16_kernel_into<Y>> plan(M, N, K, 1);
+  const avx512::panel_gemm_plan<avx512::gemm_bf16_kernel_into<Y>> plan(M, N, K, threads);
   return plan.packed_units() + plan.partial_floats();
 }
 
-/// y (M, N; ldy) = x (M, K; ldx) · w (N, K; ldw)^T for bf16 x and w, fp32 sums, y bf16 (rounded once) or float,
-/// on the calling thread alone: an attention's per-head products, which its team runs side by side. AMX tiles
-/// where use_amx_kernels(), else the avx512_bf16 micro-tiles; callers check use_avx512_kernels<bf16>().
-/// `scratch`: bf16_matmul_nt_scratch<Y>(M, N, K) words, 64-byte aligned.
+/// y (M, N) = x (M, K) · w (N, K)^T (+ bias) for bf16 x and w, fp32 sums, y bf16 (bias added and rounded once) or
+/// float: AMX tiles (amx::gemm) where use_amx_kernels(), else avx512_bf16 micro-tiles (panel_gemm); callers check
+/// use_avx512_kernels<bf16>(). threads: 0 for kernel_threads, 1 for the calling thread alone (an attention's
+/// per-head products, which its team runs side by side). `scratch`: bf16_gemm_scratch<Y>(M, N, K, threads)
+/// words, 64-byte aligned.
 template <class Y>
-void bf16_matmul_nt(const bf16* x, index_t ldx, const bf16* w, index_t ldw, Y* y, index_t ldy, index_t M, index_t N,
-                    index_t K, std::uint32_t* scratch) {
-  avx512::gemm_bf16_kernel_into<Y> kernel;
-  kernel.x = reinterpret_cast<const std::uint16_t*>(x);
-  kernel.w = reinterpret_cast<const std::uint16_t*>(w);
-  kernel.y = y;
-  kernel.ldx = ldx;
-  kernel.ldw = ldw;
-  kernel.ldy = ldy;
+void bf16_gemm(view<const bf16> x, view<const bf16> w, const bf16* bias, view<Y> y, std::uint32_t* scratch,
+               int threads = 0) {
+  const index_t M = x.rows(), N = w.rows(), K = x.cols();
 #ifdef QFORMER_HAVE_AMX_KERNELS
   if (use_amx_kernels()) {
-    const amx::gemm_plan<amx::bf16_tiles> plan(M, N, K, 1);
-    amx::gemm(static_cast<const avx512::bf16_operands_into<Y>&>(kernel), plan, scratch);
+    const amx::gemm_plan<amx::bf16_tiles> plan(M, N, K, threads);
+    amx::gemm(bf16_kernel<avx512::bf16_operands_into<Y>>(x, w, bias, y), plan, scratch);
     return;
   }
 #endif
-  const avx512::panel_gemm_plan<avx512::gemm_bf16_kernel_into<Y>> plan(M, N, K, 1);
-  avx512::panel_gemm(kernel, plan, scratch, reinterpret_cast<float*>(scratch + plan.packed_units()));
+  const avx512::panel_gemm_plan<avx512::gemm_bf16_kernel_into<Y>> plan(M, N, K, threads);
+  avx512::panel_gemm(bf16_kernel<avx512::gemm_bf16_kernel_into<Y>>(x, w, bias, y), plan, scratch,
+                     reinterpret_cast<float*>(scratch + plan.packed_units()));
 }
 #endif
 
@@ -168,15 +145,11 @@ void linear(context<cpu>& ctx, view<const T> x, view<const T> w, view<const T> b
       matmul_nt(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in, xp.data());
       return;
     } else if constexpr (std::is_same_v<T, bf16>) {
-      const bool amx = use_amx_kernels();
-      if (N <= (amx ? amx_gemv_max_rows : avx512::gemv_max_rows)) {
+      if (N <= (use_amx_kernels() ? amx_gemv_max_rows : avx512::gemv_max_rows)) {
         avx512::gemv_bf16(x.data(), x.row_stride(), w.data(), w.row_stride(), bias, y.data(), y.row_stride(), N, out, in);
-      } else if (amx) {
-#ifdef QFORMER_HAVE_AMX_KERNELS
-        bf16_gemm_amx(ctx, x, w, bias, y);
-#endif
       } else {
-        bf16_gemm_avx512(ctx, x, w, bias, y);
+        view<float> scratch = ctx.alloc<float>({bf16_gemm_scratch<bf16>(N, out, in)});
+        bf16_gemm<bf16>(x, w, bias, y, reinterpret_cast<std::uint32_t*>(scratch.data()));
       }
       return;
     }
